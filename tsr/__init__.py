@@ -1,1 +1,69 @@
-"""Placeholder."""
+"""tsr: read, write, inspect and validate TSR v1 tensor files.
+
+TSR is the tensor file format of the Tech Renaissance C++ deep-learning framework: a
+64-byte little-endian header (magic ``TSR!``, version 1, dtype code, ndim, four
+right-aligned dims, element count) followed by the raw row-major payload. This package
+is byte-compatible with what the C++ framework writes and reads. The normative format is
+``spec/tsr-v1.md``; the header layout is declared once, in :mod:`tsr._schema`.
+
+Quick start::
+
+    import numpy as np, tsr
+    tsr.save("x.tsr", np.ones((3, 4), np.float32))   # atomic
+    x = tsr.load("x.tsr")                            # zero-copy, read-only memory map
+    tsr.read_header("x.tsr").shape                   # (3, 4), reads 64 bytes
+    tsr.validate("x.tsr").ok                         # True; .cpp says what C++ does
+
+The core needs NumPy only; ``tsr.torch`` (``save``/``load`` with ``device=``) imports
+torch when you import it.
+"""
+
+from ._io import from_bytes, load, read_header, save, to_bytes
+from .dtypes import BF16, FP16, FP32, FP64, INT8, INT16, INT32, UINT8, DType
+from .errors import (
+    BadArgumentError,
+    BadFieldError,
+    BadMagicError,
+    SizeMismatchError,
+    TruncatedError,
+    TSRError,
+    UnsupportedDTypeError,
+    UnsupportedVersionError,
+)
+from .header import HEADER_SIZE, Header
+from .validate import CppVerdict, Finding, Report, validate
+
+__version__ = "0.1.0"
+FORMAT_VERSION = 1
+
+__all__ = [
+    "BF16",
+    "FORMAT_VERSION",
+    "FP16",
+    "FP32",
+    "FP64",
+    "HEADER_SIZE",
+    "INT8",
+    "INT16",
+    "INT32",
+    "UINT8",
+    "BadArgumentError",
+    "BadFieldError",
+    "BadMagicError",
+    "CppVerdict",
+    "DType",
+    "Finding",
+    "Header",
+    "Report",
+    "SizeMismatchError",
+    "TSRError",
+    "TruncatedError",
+    "UnsupportedDTypeError",
+    "UnsupportedVersionError",
+    "from_bytes",
+    "load",
+    "read_header",
+    "save",
+    "to_bytes",
+    "validate",
+]

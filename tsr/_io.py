@@ -1,0 +1,403 @@
+"""Reading and writing TSR v1 files with NumPy.
+
+Reads go through a memory map (zero-copy, read-only) or straight into one owned array;
+writes go to a temporary file in the target's directory that is renamed into place, so
+the target only ever holds the old file or the complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import mmap as _mmap
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterator
+from typing import IO, Any, BinaryIO, Literal, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import dtypes, header
+from .dtypes import DType
+from .errors import BadArgumentError, TruncatedError
+from .header import HEADER_SIZE, Header
+
+PathLike = Union[str, "os.PathLike[str]"]
+Source = Union[str, "os.PathLike[str]", BinaryIO, IO[bytes]]
+"""A path, or an open binary file (anything with ``fileno()``; it is not closed)."""
+
+_CHUNK_BYTES = 16 << 20  # bound on the extra memory of a converting write
+_MAX_IO = 1 << 30  # bytes per read/write call (Linux caps a call near 2 GiB)
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+@contextlib.contextmanager
+def _open_fd(source: Source) -> Iterator[int]:
+    """A readable descriptor of ``source``; refuses anything but a regular file.
+
+    Paths are opened non-blocking so that a FIFO or device cannot hang the call.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(source, flags | getattr(os, "O_BINARY", 0))
+        try:
+            _require_regular(fd, os.fspath(source))
+            yield fd
+        finally:
+            os.close(fd)
+    else:
+        try:
+            fd = source.fileno()
+        except (AttributeError, OSError) as exc:
+            raise BadArgumentError(
+                f"expected a path or an open file with a descriptor, got {type(source).__name__}",
+                field="source",
+                found=type(source).__name__,
+                expected="str, os.PathLike or a binary file with fileno()",
+            ) from exc
+        _require_regular(fd, getattr(source, "name", f"fd {fd}"))
+        yield fd
+
+
+def _require_regular(fd: int, name: object) -> None:
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        raise BadArgumentError(
+            f"{name}: not a regular file (TSR files are read with a known size)",
+            field="source",
+            found=stat.filemode(mode),
+            expected="a regular file",
+        )
+
+
+def _pread_exact(fd: int, view: memoryview, offset: int) -> None:
+    """Fill ``view`` (bytes) from ``fd`` at ``offset``; raise if the file ends first."""
+    pos = 0
+    total = len(view)
+    while pos < total:
+        n = os.preadv(fd, [view[pos : pos + _MAX_IO]], offset + pos)
+        if n == 0:
+            raise TruncatedError(
+                f"the file ended after {offset + pos} bytes while reading {offset + total}; "
+                "was it truncated while being read?",
+                field="payload",
+                offset=offset + pos,
+                found=offset + pos,
+                expected=offset + total,
+            )
+        pos += n
+
+
+def _read_checked_header(fd: int, *, strict: bool, reserved_dtypes: bool) -> tuple[Header, int]:
+    size = os.fstat(fd).st_size
+    head = os.pread(fd, HEADER_SIZE, 0)
+    h = header.decode_raw(head)
+    header.check(h, size, strict=strict, reserved_dtypes=reserved_dtypes)
+    return h, size
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_header(source: Source, *, strict: bool = True, reserved_dtypes: bool = True) -> Header:
+    """Read and check the 64-byte header of a TSR file; the payload is not read.
+
+    Rules of the header itself are checked (magic, version, dtype code, ndim, dims against
+    ``total_elements``, and with ``strict`` header_size and reserved fields); the file's
+    size is not. Use :func:`tsr.validate` for a full report, :func:`load` for the data.
+    Reserved dtype codes are accepted by default here since nothing is decoded.
+    """
+    with _open_fd(source) as fd:
+        head = os.pread(fd, HEADER_SIZE, 0)
+    h = header.decode_raw(head)
+    header.check(h, None, strict=strict, reserved_dtypes=reserved_dtypes)
+    return h
+
+
+def load(
+    source: Source,
+    *,
+    mmap: bool = True,
+    strict: bool = True,
+    reserved_dtypes: bool = False,
+) -> npt.NDArray[Any]:
+    """Load a TSR file as a NumPy array of its logical shape.
+
+    With ``mmap=True`` (the default) the array is a read-only view of a memory map of the
+    file: no payload byte is read or copied until used. (As with any memory map, a file
+    truncated by another process while mapped makes later access fault.) With
+    ``mmap=False`` it is an owned, writable array read in one pass.
+
+    ``strict=False`` accepts files whose ``header_size`` or reserved fields are off, which
+    the C++ reader also ignores. ``reserved_dtypes=True`` reads the reserved codes 4 to 8.
+    Raises a :class:`tsr.TSRError` subclass for any bad file.
+    """
+    return read(source, "r" if mmap else "copy", strict=strict, reserved_dtypes=reserved_dtypes)[1]
+
+
+ReadMode = Literal["r", "c", "copy"]
+
+
+def read(
+    source: Source,
+    mode: ReadMode,
+    *,
+    strict: bool,
+    reserved_dtypes: bool,
+    bf16_bits: bool = False,
+) -> tuple[Header, npt.NDArray[Any]]:
+    """The header and payload of a file: a read-only map (``"r"``), a private
+    copy-on-write map (``"c"``, writable, writes never reach the file) or an owned copy.
+
+    ``bf16_bits`` returns BF16 payloads as int16 bits, for front ends with a bfloat16 type.
+    """
+    with _open_fd(source) as fd:
+        h, _ = _read_checked_header(fd, strict=strict, reserved_dtypes=reserved_dtypes)
+        raw_bits = bf16_bits and h.dtype_code == dtypes.BF16.code
+        dt = np.dtype("<i2") if raw_bits else h.dtype.numpy
+        count = h.total_elements
+        if count == 0:
+            out = np.empty(h.shape, dt)
+            out.flags.writeable = mode != "r"
+            return h, out
+        if mode == "copy":
+            out = np.empty(h.shape, dt)
+            _pread_exact(fd, out.reshape(-1).view(np.uint8).data, HEADER_SIZE)
+            return h, out
+        access = _mmap.ACCESS_READ if mode == "r" else _mmap.ACCESS_COPY
+        mm = _mmap.mmap(fd, HEADER_SIZE + count * dt.itemsize, access=access)
+        return h, np.frombuffer(mm, dt, count, HEADER_SIZE).reshape(h.shape)
+
+
+def from_bytes(
+    buffer: bytes | bytearray | memoryview,
+    *,
+    strict: bool = True,
+    reserved_dtypes: bool = False,
+) -> npt.NDArray[Any]:
+    """Decode a whole TSR file held in memory; the array is a view of ``buffer`` (no copy).
+
+    The view is read-only when ``buffer`` is (``bytes``) and writable over a ``bytearray``.
+    """
+    view = memoryview(buffer)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    h = header.decode_raw(view[:HEADER_SIZE])
+    header.check(h, len(view), strict=strict, reserved_dtypes=reserved_dtypes)
+    dt = h.dtype.numpy
+    return np.frombuffer(view, dt, h.total_elements, HEADER_SIZE).reshape(h.shape)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _prepare(
+    array: npt.ArrayLike, dtype: npt.DTypeLike | None, reserved_dtypes: bool
+) -> tuple[npt.NDArray[Any], DType, bytes]:
+    arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
+    dt = dtypes.from_numpy(arr.dtype, reserved_dtypes=reserved_dtypes)
+    return arr, dt, header.encode(arr.shape, dt)
+
+
+def _payload_chunks(arr: npt.NDArray[Any]) -> Iterator[memoryview]:
+    """The payload in logical C order, little-endian: one view when the array's memory
+    already is that, else converted chunks of at most ``_CHUNK_BYTES``."""
+    if arr.size == 0:
+        return
+    le = arr.dtype.newbyteorder("<") if arr.dtype.byteorder in "<>=" else arr.dtype
+    if arr.flags.c_contiguous and arr.dtype == le and arr.dtype.byteorder != ">":
+        yield arr.reshape(-1).view(np.uint8).data
+        return
+    buffersize = max(1, _CHUNK_BYTES // arr.dtype.itemsize)
+    it = np.nditer(
+        arr,
+        flags=["external_loop", "buffered", "zerosize_ok"],
+        op_dtypes=[le],
+        casting="equiv",
+        buffersize=buffersize,
+        order="C",
+    )
+    for chunk in it:
+        yield np.ascontiguousarray(chunk).view(np.uint8).data
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view[:_MAX_IO])
+        view = view[n:]
+
+
+def save(
+    path: PathLike,
+    array: npt.ArrayLike,
+    *,
+    dtype: npt.DTypeLike | None = None,
+    fsync: bool = False,
+    reserved_dtypes: bool = False,
+) -> None:
+    """Write ``array`` to ``path`` as a TSR v1 file, atomically.
+
+    ``array`` is anything :func:`numpy.asarray` takes; non-contiguous and Fortran-ordered
+    arrays are written in logical C order without a full copy. ``dtype`` converts first
+    (``dtype=numpy.float32`` for a list of floats). Supported: float32, int8, int32; with
+    ``reserved_dtypes=True`` also float16, bfloat16 (``ml_dtypes``), float64, int16, uint8,
+    which no C++ build reads.
+
+    The data goes to a temporary file beside ``path`` that is then renamed over it: the
+    target holds either its old content or the complete new file, never a partial one.
+    ``fsync=True`` also flushes the file and its directory to disk before returning.
+    """
+    arr, _, head = _prepare(array, dtype, reserved_dtypes)
+    write_file(path, head, arr, fsync=fsync)
+
+
+def write_file(path: PathLike, head: bytes, payload: npt.NDArray[Any], *, fsync: bool) -> None:
+    """Atomically write ``head`` then ``payload`` (in C order, little-endian) to ``path``."""
+
+    def write(fd: int) -> None:
+        _write_all(fd, head)
+        for chunk in _payload_chunks(payload):
+            _write_all(fd, chunk)
+
+    atomic_write(path, write, fsync=fsync)
+
+
+def to_bytes(
+    array: npt.ArrayLike,
+    *,
+    dtype: npt.DTypeLike | None = None,
+    reserved_dtypes: bool = False,
+) -> bytes:
+    """The bytes of a TSR v1 file holding ``array`` (see :func:`save`)."""
+    arr, _, head = _prepare(array, dtype, reserved_dtypes)
+    parts: list[bytes | memoryview] = [head, *_payload_chunks(arr)]
+    return b"".join(parts)
+
+
+# ----------------------------------------------------------------------------- atomic write
+
+_TMP_MARK = ".tsr-tmp-"
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}{_TMP_MARK}"
+
+
+def _clean_stale_temps(directory: str, name: str) -> None:
+    """Remove temp files of earlier saves to ``name`` whose writer process is gone."""
+    prefix = _temp_prefix(name)
+    try:
+        entries = list(os.scandir(directory or "."))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_RENAME_EXCHANGE = 2
+_renameat2: Any = None
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False if the
+    platform or filesystem cannot, or ``b`` does not exist."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        libc_name = ctypes.util.find_library("c")
+        if libc_name and sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(libc_name, use_errno=True)
+            fn = getattr(libc, "renameat2", None)
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                               ctypes.c_uint]  # fmt: skip
+                fn.restype = ctypes.c_int
+                _renameat2 = fn
+    if _renameat2 is False:
+        return False
+    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def atomic_write(path: PathLike, write: Callable[[int], None], *, fsync: bool = False) -> None:
+    """Create ``path`` atomically: ``write(fd)`` fills a temp file beside it, then it is
+    moved into place.
+
+    When ``path`` already exists the two are swapped with ``RENAME_EXCHANGE`` and the old
+    file is unlinked: a plain rename over an existing file makes ext4 flush the new data
+    synchronously (its ``auto_da_alloc`` heuristic), which costs a disk write per save.
+    Temp files left by a killed writer are removed by the next save to the same path.
+    """
+    target = os.fspath(path)
+    directory, name = os.path.split(target)
+    _clean_stale_temps(directory, name)
+    tmp = os.path.join(directory, f"{_temp_prefix(name)}{os.getpid()}-{os.urandom(4).hex()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        try:
+            write(fd)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if _is_file_or_link(target) and _exchange(tmp, target):
+            os.unlink(tmp)  # now the old file
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        _fsync_dir(directory)
+
+
+def _is_file_or_link(path: str) -> bool:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        dfd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # platforms without directory descriptors
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
