@@ -1,0 +1,47 @@
+"""Project-wide test set-up: where the shared vectors are, and the slow-test switch."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TSR_SHARED", REPO.parent / "shared"))
+VECTORS = SHARED / "vectors"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run tests marked slow (or set TSR_SLOW=1)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow") or os.environ.get("TSR_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow or TSR_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    """The C++-written vectors in ../shared/vectors (skips when shared/ is absent)."""
+    if not (VECTORS / "manifest.json").is_file():
+        pytest.skip(f"shared vectors not found at {VECTORS}")
+    return VECTORS
+
+
+@pytest.fixture(scope="session")
+def manifest(vectors_dir: Path) -> list[dict[str, Any]]:
+    """The entries of ../shared/vectors/manifest.json."""
+    files: list[dict[str, Any]] = json.loads((vectors_dir / "manifest.json").read_text())["files"]
+    return files
