@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -71,58 +71,53 @@ CASES: list[tuple[str, bytes, type[tsr.TSRError], str, int, Any, Any, tuple[str,
 IDS = [c[0] for c in CASES]
 
 
-@pytest.mark.parametrize(("name", "data", "error", "field", "offset", "found", "expected", "words"), CASES, ids=IDS)  # fmt: skip
-def test_from_bytes_error(
-    name: str,
-    data: bytes,
-    error: type[tsr.TSRError],
-    field: str,
-    offset: int,
-    found: Any,
-    expected: Any,
-    words: tuple[str, ...],
-) -> None:
-    with pytest.raises(error) as info:
-        tsr.from_bytes(data)
+class Case(NamedTuple):
+    name: str
+    data: bytes
+    error: type[tsr.TSRError]
+    field: str
+    offset: int
+    found: Any
+    expected: Any
+    words: tuple[str, ...]
+
+
+MATRIX = [Case(*c) for c in CASES]
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=IDS)
+def test_from_bytes_error(case: Case) -> None:
+    with pytest.raises(case.error) as info:
+        tsr.from_bytes(case.data)
     exc = info.value
-    assert type(exc) is error
+    assert type(exc) is case.error
     assert isinstance(exc, ValueError)
-    assert exc.field == field
-    assert exc.offset == offset
-    assert exc.found == found
-    if expected is not None:
-        assert exc.expected == expected
-    for word in words:
+    assert exc.field == case.field
+    assert exc.offset == case.offset
+    assert exc.found == case.found
+    if case.expected is not None:
+        assert exc.expected == case.expected
+    for word in case.words:
         assert word in str(exc)
 
 
-@pytest.mark.parametrize(("name", "data", "error", "field", "offset", "found", "expected", "words"), CASES, ids=IDS)  # fmt: skip
-def test_load_and_validate_agree_with_from_bytes(
-    tmp_path: Path,
-    name: str,
-    data: bytes,
-    error: type[tsr.TSRError],
-    field: str,
-    offset: int,
-    found: Any,
-    expected: Any,
-    words: tuple[str, ...],
-) -> None:
+@pytest.mark.parametrize("case", MATRIX, ids=IDS)
+def test_load_and_validate_agree_with_from_bytes(tmp_path: Path, case: Case) -> None:
     path = tmp_path / "bad.tsr"
-    path.write_bytes(data)
+    path.write_bytes(case.data)
     for mmap in (True, False):
-        with pytest.raises(error) as info:
+        with pytest.raises(case.error) as info:
             tsr.load(path, mmap=mmap)
-        assert info.value.field == field
+        assert info.value.field == case.field
     report = tsr.validate(path)
-    if name == "dtype-reserved":
+    if case.name == "dtype-reserved":
         # valid TSR (reserved codes are part of the format) but no C++ build reads it
         assert any(f.field == "dtype" for f in report.warnings)
         assert report.cpp.check == "dtype"
         return
     assert not report.ok
-    assert any(f.field == field and f.offset == offset for f in report.errors), report.findings
-    assert report.errors[0].error == error.__name__
+    assert any(f.field == case.field and f.offset == case.offset for f in report.errors)
+    assert report.errors[0].error == case.error.__name__
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,11 @@ import pytest
 
 import tsr
 
-NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT8": np.dtype("i1"), "INT32": np.dtype("<i4")}
+NUMPY: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "INT8": np.dtype("i1"),
+    "INT32": np.dtype("<i4"),
+}
 
 
 def expected_array(entry: dict[str, Any]) -> npt.NDArray[Any]:
