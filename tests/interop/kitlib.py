@@ -181,3 +181,41 @@ class CppKit:
     def sha256(self, paths: Sequence[str | Path], *, stdin: bytes | None = None) -> list[str]:
         out = self._run(["sha256", *map(str, paths)], stdin=stdin).stdout.decode()
         return out.split()
+
+
+# The first import_tensor check a reject message belongs to (names as in tsr.CppVerdict.check).
+_CHECK_KEYS = (
+    ("File too small to contain valid TSR header", "file_too_small"),
+    ("Invalid TSR file magic number", "magic"),
+    ("Unsupported TSR format version", "version"),
+    ("Unsupported dtype value", "dtype"),
+    ("Invalid ndim value", "ndim"),
+    ("Element count mismatch", "element_count"),
+    ("Invalid dimension value", "dimension"),
+    ("File size mismatch", "file_size"),
+    ("Cannot allocate zero bytes", "allocation"),
+    ("Failed to read complete tensor data", "allocation"),
+    ("[Shape] Dimension must be positive", "allocation"),
+    ("Memory allocation failed", "allocation"),
+)
+
+
+def check_name(read: CppRead) -> str | None:
+    """The check name of a kit verdict: None on accept."""
+    if read.accepted:
+        return None
+    for key, name in _CHECK_KEYS:
+        if read.message.startswith(key):
+            return name
+    raise ValueError(f"unclassified C++ reject message: {read.message!r}")
+
+
+def key_text(read: CppRead) -> str:
+    """The stable part of a verdict: the reject message's leading phrase, or the accept line
+    up to and including numel."""
+    if read.accepted:
+        return read.line.split(" sha256=")[0]
+    for key, _name in _CHECK_KEYS:
+        if read.message.startswith(key):
+            return key
+    return read.message
