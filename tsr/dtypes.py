@@ -67,7 +67,7 @@ SUPPORTED_HINT = (
 
 def _bfloat16_dtype() -> np.dtype[Any]:
     try:
-        import ml_dtypes  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+        import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise UnsupportedDTypeError(
             "BF16 has no NumPy dtype: install ml_dtypes, or load with tsr.torch.load",

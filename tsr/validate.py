@@ -243,12 +243,13 @@ def cpp_verdict(head: bytes, file_size: int) -> CppVerdict:
             "Cannot build the tensor: zero elements or a zero dimension "
             "(Shape rejects zero dims; 'Cannot allocate zero bytes')",
         )
-    if numel > h.total_elements:
+    if numel * dt.itemsize > file_size - HEADER_SIZE:
         return CppVerdict(
             False,
             "allocation",
-            f"Cannot build the tensor: shape {shape} needs {numel} elements but the "
-            f"file holds {h.total_elements} (int64 wrap-around)",
+            f"Cannot build the tensor: shape {shape} needs {numel * dt.itemsize} bytes but "
+            f"the file holds {file_size - HEADER_SIZE} (the size checks wrapped around in "
+            "int64: 'Cannot allocate zero bytes' or an incomplete read)",
         )
     different = numel != h.total_elements
     label = "(" + ",".join(map(str, shape)) + ")"
