@@ -1,0 +1,246 @@
+"""``tsr-worker``: run the reference worker on one session, or write a launcher script.
+
+Usage::
+
+    tsr-worker [SESSION_ID] [--workspace DIR] [--layout python_session|pytorch_session]
+               [--session-dir DIR] [--idle-timeout S] [--client-pid PID]
+               [--wait auto|inotify|poll] [--commands MODULE_OR_FILE ...]
+               [--max-request-bytes N] [--max-params-chars N] [--max-input-bytes N]
+               [--max-inputs N] [--no-preload] [--log-level LEVEL]
+    tsr-worker --write-launcher PATH [--workspace DIR] [--layout ...] [worker options]
+
+The session directory is ``<WORKSPACE>/<layout>/tr_session_<SESSION_ID>`` (workspace:
+``--workspace``, else ``$TSR_WORKSPACE``, else ``./workspace``; session ``default``), or
+``--session-dir``. This entry point is the only place that installs signal handlers:
+SIGTERM, SIGINT and SIGHUP end the worker after the current request.
+
+The C++ client runs ``python3 "<script_path>" <session_id>``. ``--write-launcher PATH``
+writes such a script: run by any ``python3``, it re-executes the interpreter tsr is
+installed in (this one) as ``-m tsr_worker`` with the session id and the options given
+here (the workspace made absolute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from . import protocol
+from .config import DEFAULT_IDLE_TIMEOUT_S, Limits, WorkerConfig, resolve_workspace, session_dir
+
+__all__ = ["build_parser", "load_commands", "main", "write_launcher"]
+
+LOG_FORMAT = "%(asctime)s tsr-worker[%(process)d] %(levelname)s %(message)s"
+_LIMIT_OPTIONS = ("max_request_bytes", "max_params_chars", "max_input_bytes", "max_inputs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``tsr-worker``."""
+    p = argparse.ArgumentParser(
+        prog="tsr-worker",
+        description="Serve a Tech Renaissance PythonSession directory (the reference worker).",
+    )
+    p.add_argument("session_id", nargs="?", default="default", help="session id (default: default)")
+    p.add_argument(
+        "--workspace", help="workspace directory (default: $TSR_WORKSPACE or ./workspace)"
+    )
+    p.add_argument(
+        "--layout",
+        choices=protocol.LAYOUTS,
+        default=protocol.LAYOUTS[0],
+        help="directory layout: python_session (current C++) or pytorch_session (V1.20)",
+    )
+    p.add_argument("--session-dir", help="serve this directory instead (overrides the above)")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="leave after S seconds without a request; 0: never "
+        f"(default {DEFAULT_IDLE_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--client-pid",
+        type=int,
+        metavar="PID",
+        help="leave when this process exits; 0: watch none (default: discover it)",
+    )
+    p.add_argument(
+        "--wait",
+        choices=("auto", "inotify", "poll"),
+        help="inotify (event-driven), poll (upstream-like 32-1024 ms back-off); default auto",
+    )
+    p.add_argument(
+        "--commands",
+        action="append",
+        metavar="MODULE",
+        help="import this module (or .py file) to register extra commands; repeatable",
+    )
+    defaults = Limits()
+    for name in _LIMIT_OPTIONS:
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            metavar="N",
+            help=f"default {getattr(defaults, name)}",
+        )
+    p.add_argument(
+        "--no-preload",
+        action="store_true",
+        default=None,
+        help="import torch on the first tensor request, not in the background at start-up",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="log level on stderr (default warning)",
+    )
+    p.add_argument(
+        "--write-launcher",
+        metavar="PATH",
+        help="write a launcher script for the C++ client at PATH and exit",
+    )
+    return p
+
+
+def load_commands(spec: str) -> None:
+    """Import a module name or a ``.py`` file, so that its ``@command``s register."""
+    if spec.endswith(".py") or os.sep in spec:
+        path = os.path.abspath(spec)
+        mod_name = "tsr_worker_commands_" + os.path.splitext(os.path.basename(path))[0]
+        loader = importlib.util.spec_from_file_location(mod_name, path)
+        if loader is None or loader.loader is None:
+            raise ImportError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[mod_name] = module
+        loader.loader.exec_module(module)
+    else:
+        importlib.import_module(spec)
+
+
+def _worker_options(args: argparse.Namespace) -> list[str]:
+    """The options a launcher passes on: workspace (absolute), layout, and the others
+    given explicitly."""
+    out = ["--workspace", resolve_workspace(args.workspace), "--layout", args.layout]
+    if args.idle_timeout is not None:
+        out += ["--idle-timeout", repr(args.idle_timeout)]
+    if args.wait is not None:
+        out += ["--wait", args.wait]
+    for spec in args.commands or ():
+        out += ["--commands", os.path.abspath(spec) if spec.endswith(".py") else spec]
+    for name in _LIMIT_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            out += ["--" + name.replace("_", "-"), str(value)]
+    if args.no_preload:
+        out.append("--no-preload")
+    if args.log_level is not None:
+        out += ["--log-level", args.log_level]
+    return out
+
+
+_LAUNCHER = """#!/usr/bin/env python3
+# Launcher for the tsr reference worker, written by `tsr-worker --write-launcher`.
+# The C++ PythonSession runs: python3 "<this file>" <session_id>
+# Whichever python3 runs it, it re-executes the Python that has tsr installed.
+import os
+import sys
+
+PYTHON = {python!r}
+WORKER_ARGS = {args!r}
+
+if __name__ == "__main__":
+    argv = [PYTHON, "-m", "tsr_worker"] + sys.argv[1:] + WORKER_ARGS
+    try:
+        os.execv(PYTHON, argv)
+    except OSError as exc:
+        sys.stderr.write("tsr-worker launcher: cannot run %s: %s\\n" % (PYTHON, exc))
+        sys.exit(127)
+"""
+
+
+def write_launcher(path: str, worker_args: Sequence[str], python: str | None = None) -> str:
+    """Write the launcher script at ``path`` (mode 0755, atomically); return its
+    absolute path. ``python`` defaults to this interpreter (``sys.executable``)."""
+    path = os.path.abspath(path)
+    text = _LAUNCHER.format(python=python or sys.executable, args=list(worker_args))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int:
+    """Entry point of ``tsr-worker``; returns the exit status.
+
+    Once a worker has run, ``exit_process`` ends the process at once with ``os._exit``
+    after flushing the logs: tearing down torch takes about half a second that a client
+    waiting for the process to end has no use for (every file is already closed).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=(args.log_level or "warning").upper(), format=LOG_FORMAT, stream=sys.stderr
+    )
+    if args.write_launcher:
+        if args.session_dir or args.client_pid is not None or args.session_id != "default":
+            parser.error("--write-launcher takes no session id, --session-dir or --client-pid")
+        written = write_launcher(args.write_launcher, _worker_options(args))
+        print(written)
+        return 0
+    try:
+        limits = Limits(
+            **{n: getattr(args, n) for n in _LIMIT_OPTIONS if getattr(args, n) is not None}
+        )
+        directory = args.session_dir or session_dir(
+            resolve_workspace(args.workspace), args.session_id, args.layout
+        )
+        config = WorkerConfig(
+            os.path.abspath(directory),
+            limits=limits,
+            idle_timeout_s=DEFAULT_IDLE_TIMEOUT_S
+            if args.idle_timeout is None
+            else args.idle_timeout,
+            client_pid=args.client_pid,
+            wait=args.wait or "auto",
+            preload=not args.no_preload,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    from .worker import Worker  # after argument errors, which need nothing of it
+
+    worker = Worker(config)
+    try:
+        for spec in args.commands or ():
+            load_commands(spec)
+    except Exception as exc:
+        print(f"tsr-worker: cannot load commands from {spec}: {exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("tsr_worker").info("signal %d: leaving after the current request", signum)
+        from .worker import ExitReason
+
+        worker.stop(ExitReason.SIGNAL)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    try:
+        worker.run()
+    except OSError as exc:
+        print(f"tsr-worker: {exc}", file=sys.stderr)
+        return 1
+    if exit_process:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0

@@ -1,0 +1,99 @@
+"""Worker configuration: where the session lives, limits, time-outs, waiting mode."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .protocol import LAYOUTS, SESSION_PREFIX, ProtocolError, check_tag
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_WORKSPACE",
+    "Limits",
+    "WaitMode",
+    "WorkerConfig",
+    "resolve_workspace",
+    "session_dir",
+]
+
+DEFAULT_WORKSPACE = "workspace"
+"""Relative to the current directory, when neither ``--workspace`` nor ``TSR_WORKSPACE``."""
+WORKSPACE_ENV = "TSR_WORKSPACE"
+DEFAULT_IDLE_TIMEOUT_S = 12 * 3600.0
+"""No request for this long ends the worker: long enough to outlast any plausible pause
+of a live client (an overnight training epoch between two checks), short enough that a
+worker whose client died unnoticed goes away the same day."""
+
+WaitMode = Literal["auto", "inotify", "poll"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a request may make the worker read; each is checked before any
+    allocation and a breach is answered with its own error code."""
+
+    max_request_bytes: int = 64 * 1024
+    """Size of ``request.json`` (``request_too_large``)."""
+    max_params_chars: int = 4096
+    """Length of the request's params (``params_too_long``)."""
+    max_input_bytes: int = 1 << 30
+    """Size of one input ``.tsr`` file, header included (``input_too_large``)."""
+    max_inputs: int = 16
+    """Tags in one request (``wrong_input_count``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_bytes", "max_params_chars", "max_input_bytes", "max_inputs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def resolve_workspace(workspace: str | None = None) -> str:
+    """The workspace directory, absolute: ``workspace``, else ``$TSR_WORKSPACE``, else
+    ``./workspace``."""
+    chosen = workspace or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+    return os.path.abspath(os.path.expanduser(chosen))
+
+
+def session_dir(workspace: str, session_id: str, layout: str = LAYOUTS[0]) -> str:
+    """``<workspace>/<layout>/tr_session_<session_id>``, absolute.
+
+    The id follows the tag rules (1 to 64 of ``A-Z a-z 0-9 _ . -``, no leading dot, no
+    ``..``); ``ValueError`` otherwise, or for an unknown layout.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    try:
+        check_tag(session_id)
+    except ProtocolError:
+        raise ValueError(
+            f"session id {session_id!r} is not 1 to 64 characters of A-Z a-z 0-9 _ . - "
+            "(not starting with '.', no '..')"
+        ) from None
+    return os.path.join(os.path.abspath(workspace), layout, SESSION_PREFIX + session_id)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a :class:`tsr_worker.worker.Worker` needs besides its commands."""
+
+    session_dir: str
+    """The session directory (created if missing)."""
+    limits: Limits = field(default_factory=Limits)
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    """Leave after this long without a request; 0 disables."""
+    client_pid: int | None = None
+    """The client process to outlive by nothing: ``None`` discovers it, 0 watches none
+    (see :mod:`tsr_worker.procwatch`)."""
+    wait: WaitMode = "auto"
+    """``inotify`` (event-driven), ``poll`` (upstream-like back-off) or ``auto`` (inotify
+    where available)."""
+    preload: bool = True
+    """Import torch in a background thread at start-up (else on the first tensor request)."""
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout_s < 0:
+            raise ValueError(f"idle_timeout_s must be >= 0, got {self.idle_timeout_s}")
+        if self.wait not in ("auto", "inotify", "poll"):
+            raise ValueError(f"wait must be auto, inotify or poll, got {self.wait!r}")

@@ -1,0 +1,356 @@
+"""Waiting for something to happen in the session directory.
+
+Each call of :meth:`Waiter.wait` blocks until one thing happens and says which, as a
+tagged :class:`Wake`: files changed (with their names), the time-out passed, a stop was
+asked for, the directory went away, or the client process exited.
+
+:class:`InotifyWaiter` (Linux) is event-driven: one ``poll`` on an inotify descriptor
+watching the session directory (and its parent, to see the directory itself removed:
+the kernel reports a watched directory's own deletion only once every descriptor on it
+is closed, and the worker holds one), the stop pipe and the client's pidfds. An idle
+worker makes no system call until something happens. inotify is used through ``ctypes``
+on libc directly: three functions, no dependency.
+
+:class:`PollWaiter` is the fallback and the upstream-like mode: it sleeps the adaptive
+32 to 1024 ms schedule of :func:`tsr_worker.protocol.backoff_delays_ms` and then reports
+that anything may have changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import enum
+import errno
+import os
+import select
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import protocol
+from .procwatch import FALLBACK_CHECK_S, ProcessWatch
+from .sessiondir import SessionDir
+
+__all__ = [
+    "InotifyUnavailableError",
+    "InotifyWaiter",
+    "PollWaiter",
+    "StopPipe",
+    "Waiter",
+    "Wake",
+    "WakeKind",
+    "inotify_available",
+]
+
+WATCHED_NAMES = frozenset(
+    {protocol.REQUEST, protocol.RESPONSE, protocol.STATUS, protocol.EXIT_FLAG}
+)
+"""The names whose changes end a wait; events on other names (the worker's own temporary
+and result files, input tensors) are read and dropped."""
+
+
+class WakeKind(enum.Enum):
+    """Why a wait ended."""
+
+    CHANGES = "changes"
+    TIMEOUT = "timeout"
+    STOP = "stop"
+    DIR_GONE = "dir_gone"
+    CLIENT_GONE = "client_gone"
+
+
+@dataclass(frozen=True)
+class Wake:
+    """The outcome of one wait. For ``CHANGES``, ``names`` are the files that changed
+    and ``complete`` those now fully written (closed after writing, or renamed in)."""
+
+    kind: WakeKind
+    names: frozenset[str] = field(default_factory=frozenset)
+    complete: frozenset[str] = field(default_factory=frozenset)
+
+
+class Waiter(Protocol):
+    """What the worker loop needs from a waiting strategy."""
+
+    name: str
+
+    def wait(self, timeout_s: float | None) -> Wake:
+        """Block until something happens, or ``timeout_s`` (``None``: no limit) passes."""
+
+    def activity(self) -> None:
+        """Tell the waiter a request arrived (the poll schedule restarts)."""
+
+    def close(self) -> None:
+        """Release descriptors."""
+
+
+class StopPipe:
+    """A self-pipe: :meth:`set` (thread- and signal-safe) makes the read end readable."""
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()
+        for fd in (self.read_fd, self._write_fd):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+
+    def set(self) -> None:
+        """Wake the waiter (idempotent)."""
+        with contextlib.suppress(OSError):  # full pipe: already set; closed: too late
+            os.write(self._write_fd, b"x")
+
+    def close(self) -> None:
+        """Close both ends."""
+        for fd in (self.read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+# ----------------------------------------------------------------------------- inotify
+
+IN_MODIFY = 0x2
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_UNMOUNT = 0x2000
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ONLYDIR = 0x1000000
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+_EVENT = struct.Struct("iIII")
+
+SESSION_MASK = (
+    IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE
+    | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
+)  # fmt: skip
+PARENT_MASK = IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
+_SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
+_COMPLETE = IN_CLOSE_WRITE | IN_MOVED_TO
+
+
+class InotifyUnavailableError(OSError):
+    """inotify cannot be used here (not Linux, no libc symbol, or out of watches)."""
+
+
+_libc: Any = None
+
+
+def _load_libc() -> Any:
+    global _libc
+    if _libc is None:
+        if not sys.platform.startswith("linux"):
+            raise InotifyUnavailableError(errno.ENOSYS, "inotify is Linux only")
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        if not hasattr(lib, "inotify_init1"):
+            raise InotifyUnavailableError(errno.ENOSYS, "libc has no inotify_init1")
+        lib.inotify_init1.argtypes = [ctypes.c_int]
+        lib.inotify_init1.restype = ctypes.c_int
+        lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        lib.inotify_add_watch.restype = ctypes.c_int
+        _libc = lib
+    return _libc
+
+
+def inotify_available() -> bool:
+    """Whether :class:`InotifyWaiter` can be used on this system."""
+    try:
+        _load_libc()
+    except (InotifyUnavailableError, OSError):
+        return False
+    return True
+
+
+def _add_watch(ino_fd: int, path: str, mask: int) -> int:
+    wd = int(_load_libc().inotify_add_watch(ino_fd, os.fsencode(path), mask))
+    if wd < 0:
+        err = ctypes.get_errno()
+        raise InotifyUnavailableError(err, f"inotify_add_watch({path}): {os.strerror(err)}")
+    return wd
+
+
+def _events(buf: bytes) -> Iterator[tuple[int, int, str]]:
+    """``(wd, mask, name)`` of each event in a read buffer."""
+    pos = 0
+    while pos + _EVENT.size <= len(buf):
+        wd, mask, _cookie, length = _EVENT.unpack_from(buf, pos)
+        raw = buf[pos + _EVENT.size : pos + _EVENT.size + length]
+        pos += _EVENT.size + length
+        yield wd, mask, os.fsdecode(raw.rstrip(b"\0"))
+
+
+class _Deadline:
+    def __init__(self, timeout_s: float | None) -> None:
+        self.at = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+
+    def remaining_s(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
+class _Base:
+    """The parts both waiters share: the stop pipe, the client watch, the poll set."""
+
+    def __init__(self, session: SessionDir, stop: StopPipe, client: ProcessWatch | None) -> None:
+        self._session = session
+        self._stop = stop
+        self._client = client
+        self._poll = select.poll()
+        self._poll.register(stop.read_fd, select.POLLIN)
+        for fd in client.fds if client else ():
+            self._poll.register(fd, select.POLLIN)
+
+    def _cap_s(self, remaining_s: float | None) -> float | None:
+        """Bound a sleep so that clients without a pidfd are checked now and then."""
+        if self._client is None or not self._client.needs_polling:
+            return remaining_s
+        return FALLBACK_CHECK_S if remaining_s is None else min(remaining_s, FALLBACK_CHECK_S)
+
+    def _poll_once(self, timeout_s: float | None) -> tuple[Wake | None, list[int]]:
+        """One ``poll``; a terminal :class:`Wake` (stop, client gone) or the other fds."""
+        ms = None if timeout_s is None else max(0, int(timeout_s * 1000 + 0.999))
+        ready = [fd for fd, _ in self._poll.poll(ms)]
+        if self._stop.read_fd in ready:
+            with contextlib.suppress(OSError):
+                os.read(self._stop.read_fd, 4096)
+            return Wake(WakeKind.STOP), []
+        if self._client is not None:
+            for fd in ready:
+                if fd in self._client.fds:
+                    self._poll.unregister(fd)
+                    self._client.on_readable(fd)
+            if self._client.needs_polling:
+                self._client.check()
+            if self._client.gone():
+                return Wake(WakeKind.CLIENT_GONE), []
+        return None, ready
+
+    def activity(self) -> None:
+        """Nothing to reset for an event-driven waiter."""
+
+    def close(self) -> None:
+        """Release descriptors owned by the waiter."""
+
+
+class InotifyWaiter(_Base):
+    """Event-driven waiting with inotify (see the module docstring)."""
+
+    name = "inotify"
+
+    def __init__(self, session: SessionDir, stop: StopPipe, client: ProcessWatch | None) -> None:
+        super().__init__(session, stop, client)
+        lib = _load_libc()
+        fd = int(lib.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise InotifyUnavailableError(err, f"inotify_init1: {os.strerror(err)}")
+        self._fd = fd
+        try:
+            self._wd = _add_watch(fd, session.proc_path("."), SESSION_MASK)
+            self._parent_wd = -1
+            self._basename = os.path.basename(session.path)
+            parent_fd = session.take_parent_fd()
+            if parent_fd is not None:
+                try:
+                    self._parent_wd = _add_watch(fd, f"/proc/self/fd/{parent_fd}", PARENT_MASK)
+                except InotifyUnavailableError:
+                    pass  # e.g. out of watches: still fine, see _read
+                finally:
+                    os.close(parent_fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._poll.register(fd, select.POLLIN)
+
+    def wait(self, timeout_s: float | None) -> Wake:
+        """Block until a watched name changes, a stop, the client's exit, the
+        directory's removal, or the time-out."""
+        deadline = _Deadline(timeout_s)
+        while True:
+            wake, ready = self._poll_once(self._cap_s(deadline.remaining_s()))
+            if wake is not None:
+                return wake
+            if self._fd in ready:
+                wake = self._read()
+                if wake is not None:
+                    return wake
+            if deadline.passed():
+                return Wake(WakeKind.TIMEOUT)
+
+    def _read(self) -> Wake | None:
+        names: set[str] = set()
+        complete: set[str] = set()
+        check_gone = False
+        while True:
+            try:
+                buf = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            for wd, mask, name in _events(buf):
+                if mask & IN_Q_OVERFLOW:  # events lost: assume everything changed
+                    names |= WATCHED_NAMES
+                    complete |= WATCHED_NAMES
+                    check_gone = True
+                elif wd == self._wd:
+                    if mask & _SELF_GONE:
+                        check_gone = True
+                    elif name in WATCHED_NAMES:
+                        names.add(name)
+                        if mask & _COMPLETE:
+                            complete.add(name)
+                    elif self._parent_wd < 0 and mask & IN_DELETE:
+                        check_gone = True  # no parent watch: a removal may be under way
+                elif wd == self._parent_wd and (name == self._basename or mask & _SELF_GONE):
+                    check_gone = True
+        if check_gone and self._session.gone():
+            return Wake(WakeKind.DIR_GONE)
+        if names:
+            return Wake(WakeKind.CHANGES, frozenset(names), frozenset(complete))
+        return None
+
+    def close(self) -> None:
+        """Close the inotify descriptor."""
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+class PollWaiter(_Base):
+    """Polling with the upstream adaptive schedule (32 ms doubling to 1024 ms)."""
+
+    name = "poll"
+
+    def __init__(self, session: SessionDir, stop: StopPipe, client: ProcessWatch | None) -> None:
+        super().__init__(session, stop, client)
+        self._delays = protocol.backoff_delays_ms()
+
+    def activity(self) -> None:
+        """Restart the schedule at 32 ms."""
+        self._delays = protocol.backoff_delays_ms()
+
+    def wait(self, timeout_s: float | None) -> Wake:
+        """Sleep one step of the schedule (less if ``timeout_s`` is shorter), then report
+        that every watched name may have changed."""
+        deadline = _Deadline(timeout_s)
+        sleep_s = next(self._delays) / 1000
+        remaining = deadline.remaining_s()
+        if remaining is not None and remaining < sleep_s:
+            sleep_s = remaining
+        wake, _ = self._poll_once(sleep_s)
+        if wake is not None:
+            return wake
+        if self._session.gone():
+            return Wake(WakeKind.DIR_GONE)
+        if deadline.passed():
+            return Wake(WakeKind.TIMEOUT)
+        # Written files are only "complete" once seen unchanged twice; see Worker.
+        return Wake(WakeKind.CHANGES, WATCHED_NAMES, frozenset())

@@ -1,0 +1,539 @@
+"""The worker loop: serve one session directory until a reason to leave.
+
+One request at a time: read ``request.json``, run the command, wait until the previous
+``response.json`` has been consumed, write the result tensors, remove the request, write
+the response atomically. Every request gets exactly one answer, and a bad one (malformed,
+unknown, missing or invalid input, failing computation, over a limit) is answered
+``invalid`` with an ``error`` beside it and a log line; the loop never dies of a request.
+
+:meth:`Worker.run` returns an :class:`ExitReason`; :meth:`Worker.stop` (thread- and
+signal-safe) ends it after the current request. The worker installs no signal handler:
+that is the entry point's business (:mod:`tsr_worker.cli`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from . import commands as _builtins  # noqa: F401  (registers the built-in commands)
+from . import protocol
+from .config import WorkerConfig
+from .procwatch import ProcessWatch, discover_client
+from .protocol import ErrorCode, ErrorInfo, ProtocolError, Reply, Request
+from .registry import DEFAULT, Command, Registry
+from .sessiondir import NotRegularFileError, SessionDir, TooLargeError
+from .waiting import (
+    InotifyUnavailableError,
+    InotifyWaiter,
+    PollWaiter,
+    StopPipe,
+    Waiter,
+    Wake,
+    WakeKind,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ExitReason", "Worker"]
+
+log = logging.getLogger("tsr_worker")
+
+RECHECK_S = 0.05
+"""A request that does not parse and was not seen complete (closed after writing or
+renamed in) is read again after this long before it is answered as malformed: it may
+still be being written by a client that writes in place."""
+MAX_MESSAGE_CHARS = 1000
+
+
+class ExitReason(str, enum.Enum):
+    """Why :meth:`Worker.run` returned."""
+
+    EXIT_COMMAND = "exit_command"
+    STATUS_EXIT = "status_exit"
+    EXIT_FLAG = "exit_flag"
+    SIGNAL = "signal"
+    STOPPED = "stopped"
+    DIR_REMOVED = "dir_removed"
+    IDLE_TIMEOUT = "idle_timeout"
+    CLIENT_GONE = "client_gone"
+
+
+@dataclass
+class _Answer:
+    cmd: str
+    params: str
+    error: ErrorInfo | None = None
+    tensors: dict[str, Any] = field(default_factory=dict)
+    via_status: bool = False
+
+
+def _failure(cmd: str, info: ErrorInfo) -> _Answer:
+    return _Answer(cmd, protocol.INVALID, info)
+
+
+class Worker:
+    """Serves one session directory (see the module docstring)."""
+
+    def __init__(self, config: WorkerConfig, registry: Registry | None = None) -> None:
+        self.config = config
+        self.registry = DEFAULT if registry is None else registry
+        self._stop = StopPipe()
+        self._stop_reason: ExitReason | None = None
+        self._preload_thread: threading.Thread | None = None
+        self._preload_error: BaseException | None = None
+        self._torch: ModuleType | None = None
+        self.waiter_name = ""
+        """``inotify`` or ``poll`` once running."""
+        self.client_pids: tuple[int, ...] = ()
+        """The processes watched for the client's death, once running."""
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self, reason: ExitReason = ExitReason.STOPPED) -> None:
+        """Ask the loop to leave after the current request (thread- and signal-safe)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stop.set()
+
+    def run(self) -> ExitReason:
+        """Serve until a reason to leave; ``terminated`` is the last status written
+        (unless the directory is gone, which is never re-created)."""
+        self._dir = SessionDir.open(self.config.session_dir, create=True)
+        reason = ExitReason.STOPPED
+        client: ProcessWatch | None = None
+        waiter: Waiter | None = None
+        try:
+            if (self._dir.read_text(protocol.STATUS) or "").strip() != protocol.READY:
+                self._write_status(protocol.RUNNING)
+            if self.config.preload:
+                self._preload_thread = threading.Thread(
+                    target=self._preload, name="tsr-worker-preload", daemon=True
+                )
+                self._preload_thread.start()
+            client = ProcessWatch(discover_client(self.config.client_pid))
+            self.client_pids = client.pids
+            waiter = self._make_waiter(client)
+            self._waiter = waiter
+            self.waiter_name = waiter.name
+            log.info(
+                "serving %s (wait: %s, client pids: %s, idle timeout: %s s)",
+                self._dir.path,
+                waiter.name,
+                list(client.pids) or "none",
+                self.config.idle_timeout_s or "off",
+            )
+            reason = self._loop()
+        finally:
+            log.info("leaving: %s", reason.value)
+            if reason is not ExitReason.DIR_REMOVED and not self._dir.gone():
+                with contextlib.suppress(OSError):
+                    self._write_status(protocol.TERMINATED)
+            if waiter is not None:
+                waiter.close()
+            if client is not None:
+                client.close()
+            self._dir.close()
+            self._stop.close()
+        return reason
+
+    def _make_waiter(self, client: ProcessWatch) -> Waiter:
+        mode = self.config.wait
+        if mode != "poll":
+            try:
+                return InotifyWaiter(self._dir, self._stop, client)
+            except (InotifyUnavailableError, OSError) as exc:
+                if mode == "inotify":
+                    raise
+                log.warning("inotify unavailable (%s); polling instead", exc)
+        return PollWaiter(self._dir, self._stop, client)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> ExitReason:
+        self._check_flag = self._check_status = True
+        self._request_hint = True
+        self._request_complete = False
+        self._recheck_at: float | None = None
+        self._malformed_seen: tuple[int, int, int] | None = None
+        self._last_request = time.monotonic()
+        while True:
+            reason = self._pending_exit()
+            if reason is not None:
+                return reason
+            if self._request_hint:
+                reason = self._take_request()
+                if reason is not None:
+                    return reason
+                if self._request_hint:
+                    continue  # served one: look for the next at once
+            reason = self._on_wake(self._waiter.wait(self._timeout_s()))
+            if reason is not None:
+                return reason
+
+    def _pending_exit(self) -> ExitReason | None:
+        """The exit signalled by a stop, ``exit.flag`` or status ``exit``, if any."""
+        if self._stop_reason is not None:
+            return self._stop_reason
+        if self._check_flag:
+            self._check_flag = False
+            if self._dir.exists(protocol.EXIT_FLAG):
+                return ExitReason.EXIT_FLAG
+        if self._check_status:
+            self._check_status = False
+            if (self._dir.read_text(protocol.STATUS) or "").strip() == protocol.EXIT:
+                return ExitReason.STATUS_EXIT
+        return None
+
+    def _timeout_s(self) -> float | None:
+        now = time.monotonic()
+        candidates = []
+        if self.config.idle_timeout_s:
+            candidates.append(self._last_request + self.config.idle_timeout_s - now)
+        if self._recheck_at is not None:
+            candidates.append(self._recheck_at - now)
+        return max(0.0, min(candidates)) if candidates else None
+
+    def _on_wake(self, wake: Wake) -> ExitReason | None:
+        """Record what a wake means; return the exit it calls for, if any."""
+        if wake.kind is WakeKind.STOP:
+            return self._stop_reason or ExitReason.STOPPED
+        if wake.kind is WakeKind.DIR_GONE:
+            return ExitReason.DIR_REMOVED
+        if wake.kind is WakeKind.CLIENT_GONE:
+            return ExitReason.CLIENT_GONE
+        now = time.monotonic()
+        if self.config.idle_timeout_s and now >= self._last_request + self.config.idle_timeout_s:
+            return ExitReason.IDLE_TIMEOUT
+        if self._recheck_at is not None and now >= self._recheck_at:
+            self._recheck_at = None
+            self._request_hint = True
+        if wake.kind is WakeKind.CHANGES:
+            self._check_flag |= protocol.EXIT_FLAG in wake.names
+            self._check_status |= protocol.STATUS in wake.names
+            if protocol.REQUEST in wake.names:
+                self._request_hint = True
+                self._request_complete |= protocol.REQUEST in wake.complete
+        return None
+
+    # ------------------------------------------------------------------ one request
+
+    def _take_request(self) -> ExitReason | None:
+        """Handle ``request.json`` if it is there; leaves ``_request_hint`` set if a
+        request was answered (there may be another)."""
+        complete, self._request_complete = self._request_complete, False
+        self._request_hint = False
+        limit = self.config.limits.max_request_bytes
+        try:
+            data, st = self._dir.read_small(protocol.REQUEST, limit)
+        except FileNotFoundError:
+            return None
+        except TooLargeError as exc:
+            st_big = self._dir.lstat(protocol.REQUEST)
+            return self._answer_bad_file(
+                ErrorInfo(ErrorCode.REQUEST_TOO_LARGE.value, f"{exc.strerror}"),
+                None if st_big is None else st_big.st_ino,
+            )
+        except NotRegularFileError as exc:
+            st_odd = self._dir.lstat(protocol.REQUEST)
+            return self._answer_bad_file(
+                ErrorInfo(ErrorCode.BAD_REQUEST.value, f"{exc.strerror}; it is not read"),
+                None if st_odd is None else st_odd.st_ino,
+            )
+        except OSError as exc:
+            log.error("cannot read %s: %s", protocol.REQUEST, exc)
+            return None
+        try:
+            request: Request | ProtocolError = protocol.parse_request(
+                data, max_params_chars=self.config.limits.max_params_chars
+            )
+        except ProtocolError as exc:
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if not complete and key != self._malformed_seen:
+                self._malformed_seen = key  # maybe half written: look again shortly
+                self._recheck_at = time.monotonic() + RECHECK_S
+                return None
+            request = exc
+        self._malformed_seen = None
+        self._recheck_at = None
+        self._last_request = time.monotonic()
+        self._waiter.activity()
+        self._request_hint = True
+        if isinstance(request, ProtocolError):
+            return self._deliver(
+                self._log_failure(_failure("", request.info), data[:200]), st.st_ino
+            )
+        if request.name == "exit":
+            log.info("exit requested")
+            self._dir.unlink(protocol.REQUEST, ino=st.st_ino)
+            return ExitReason.EXIT_COMMAND
+        started = time.perf_counter()
+        answer = self._execute(request)
+        log.debug(
+            "%s %r -> %r in %.2f ms",
+            request.cmd,
+            request.params[:100],
+            answer.params[:100],
+            (time.perf_counter() - started) * 1000,
+        )
+        if answer.error is not None:
+            self._log_failure(answer, data[:200])
+        return self._deliver(answer, st.st_ino)
+
+    def _answer_bad_file(self, info: ErrorInfo, ino: int | None) -> ExitReason | None:
+        """Answer a ``request.json`` that cannot be read as a request, and remove it."""
+        self._request_hint = True
+        answer = self._log_failure(_failure("", info), protocol.REQUEST)
+        reason = self._deliver(answer, ino)
+        if self._dir.exists(protocol.REQUEST) and ino is not None:
+            st = self._dir.lstat(protocol.REQUEST)
+            if st is not None and st.st_ino == ino:  # could not remove it (a directory?)
+                log.error("%s cannot be removed; waiting for it to change", protocol.REQUEST)
+                self._request_hint = False
+        return reason
+
+    def _log_failure(self, answer: _Answer, what: object) -> _Answer:
+        assert answer.error is not None
+        log.warning("request %r failed: %s: %s", what, answer.error.code, answer.error.message)
+        return answer
+
+    def _execute(self, request: Request) -> _Answer:
+        """Run a request's command; every failure becomes an error answer."""
+        known = self.registry.get(request.name) if _valid_name(request.name) else None
+        reply_cmd = request.name if _valid_name(request.name) else ""
+        try:
+            if known is None:
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_COMMAND,
+                    f"unknown command {request.cmd[:100]!r}; known: "
+                    + ", ".join(["exit", *self.registry.names()]),
+                )
+            if known.is_text:
+                return self._run_text(known, request.params)
+            return self._run_tensors(known, request.params)
+        except ProtocolError as exc:
+            return _failure(reply_cmd, exc.info)
+        except Exception as exc:  # a bug of ours: still one answer, and a trace in the log
+            log.exception("internal error on %r", request)
+            return _failure(reply_cmd, ErrorInfo(ErrorCode.INTERNAL_ERROR.value, _describe(exc)))
+
+    def _run_text(self, cmd: Command, params: str) -> _Answer:
+        try:
+            text = cmd.func(params)
+        except Exception as exc:
+            raise ProtocolError(ErrorCode.COMPUTATION_FAILED, _describe(exc)) from None
+        if not isinstance(text, str):
+            raise ProtocolError(
+                ErrorCode.BAD_RESULT, f"text command returned {type(text).__name__}, not str"
+            )
+        return _Answer(cmd.name, protocol.check_reply_text(text))
+
+    def _run_tensors(self, cmd: Command, params: str) -> _Answer:
+        assert cmd.inputs is not None
+        if isinstance(cmd.inputs, tuple):
+            tags = list(cmd.inputs)
+        else:
+            tags = protocol.split_tags(params)
+            limit = self.config.limits.max_inputs
+            if len(tags) != cmd.inputs or len(tags) > limit:
+                raise ProtocolError(
+                    ErrorCode.WRONG_INPUT_COUNT,
+                    f"{cmd.name} takes {cmd.inputs} tensor tag(s), params {params[:100]!r} "
+                    f"name {len(tags)}" + (f" (limit {limit})" if len(tags) > limit else ""),
+                )
+        torch = self._import_torch()
+        tensors = self._load_inputs(tags)
+        try:
+            result = cmd.func(*tensors)
+        except Exception as exc:
+            raise ProtocolError(ErrorCode.COMPUTATION_FAILED, _describe(exc)) from None
+        results = _as_tensors(torch, result)
+        if cmd.outputs is not None:
+            out_tags = list(cmd.outputs)
+            if len(out_tags) != len(results):
+                raise ProtocolError(
+                    ErrorCode.BAD_RESULT,
+                    f"{cmd.name} returned {len(results)} tensor(s) for {len(out_tags)} output tags",
+                )
+        else:
+            out_tags = ["r"] if len(results) == 1 else [f"r{i}" for i in range(len(results))]
+        return _Answer(
+            cmd.name,
+            ",".join(out_tags),
+            tensors=dict(zip(out_tags, results, strict=True)),
+            via_status=cmd.answer == "status",
+        )
+
+    # ------------------------------------------------------------------ tensors
+
+    def _preload(self) -> None:
+        try:
+            self._torch = _import_torch_modules()
+        except BaseException as exc:  # reported on the first tensor request
+            self._preload_error = exc
+
+    def _import_torch(self) -> ModuleType:
+        if self._preload_thread is not None:
+            self._preload_thread.join()
+        if self._torch is None and self._preload_error is None:
+            try:
+                self._torch = _import_torch_modules()
+            except Exception as exc:
+                self._preload_error = exc
+        if self._torch is None:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                f"torch cannot be imported ({_describe(self._preload_error)}); install "
+                "tsr-tensor[worker]",
+            )
+        return self._torch
+
+    def _load_inputs(self, tags: list[str]) -> list[torch.Tensor]:
+        """Load each tag's tensor; every input file opened is removed afterwards."""
+        import tsr
+        import tsr.torch
+
+        limit = self.config.limits.max_input_bytes
+        loaded: dict[str, torch.Tensor] = {}
+        opened: list[tuple[str, int]] = []
+        try:
+            for tag in dict.fromkeys(tags):
+                name = tag + protocol.TENSOR_SUFFIX
+                try:
+                    f = self._dir.open_regular(name)
+                except FileNotFoundError:
+                    raise ProtocolError(
+                        ErrorCode.MISSING_INPUT, f"input {name} is not in the session directory"
+                    ) from None
+                except NotRegularFileError as exc:
+                    raise ProtocolError(
+                        ErrorCode.INVALID_INPUT, f"{exc.strerror}; only regular files are read"
+                    ) from None
+                except OSError as exc:
+                    raise ProtocolError(
+                        ErrorCode.INVALID_INPUT, f"cannot open {name}: {exc.strerror}"
+                    ) from None
+                with f:
+                    st = os.fstat(f.fileno())
+                    opened.append((name, st.st_ino))
+                    if st.st_size > limit:
+                        raise ProtocolError(
+                            ErrorCode.INPUT_TOO_LARGE,
+                            f"{name} has {st.st_size} bytes, the limit is {limit}",
+                        )
+                    try:
+                        header = tsr.read_header(f)
+                        if header.file_size != st.st_size:
+                            raise ProtocolError(
+                                ErrorCode.INVALID_INPUT,
+                                f"{name}: the header declares {header.file_size} bytes, the "
+                                f"file has {st.st_size}; was it fully written?",
+                            )
+                        loaded[tag] = tsr.torch.load(f, mmap=False)
+                    except tsr.TSRError as exc:
+                        raise ProtocolError(ErrorCode.INVALID_INPUT, f"{name}: {exc}") from None
+        finally:
+            for name, ino in opened:
+                self._dir.unlink(name, ino=ino)
+        return [loaded[t] for t in tags]
+
+    def _write_results(self, answer: _Answer) -> _Answer:
+        if not answer.tensors:
+            return answer
+        import tsr
+        import tsr.torch
+
+        for tag, tensor in answer.tensors.items():
+            try:
+                tsr.torch.save(self._dir.proc_path(tag + protocol.TENSOR_SUFFIX), tensor)
+            except tsr.TSRError as exc:
+                info = ErrorInfo(ErrorCode.BAD_RESULT.value, f"result {tag}: {exc}")
+            except OSError as exc:
+                info = ErrorInfo(ErrorCode.INTERNAL_ERROR.value, f"cannot write {tag}.tsr: {exc}")
+            else:
+                continue
+            failed = replace(_failure(answer.cmd, info), via_status=answer.via_status)
+            return self._log_failure(failed, answer.cmd)
+        return answer
+
+    # ------------------------------------------------------------------ answering
+
+    def _deliver(self, answer: _Answer, request_ino: int | None) -> ExitReason | None:
+        """Give ``answer``: results first, then the request removed, then the reply."""
+        if answer.via_status:
+            answer = self._write_results(answer)
+            self._unlink_request(request_ino)
+            info = answer.error
+            self._write_status(protocol.DONE if info is None else protocol.status_error_line(info))
+            return None
+        reason = self._wait_consumed()
+        if reason is not None:
+            return reason
+        answer = self._write_results(answer)
+        self._unlink_request(request_ino)
+        data = protocol.encode_reply(Reply(answer.cmd, answer.params, answer.error))
+        try:
+            self._dir.write_atomic(protocol.RESPONSE, protocol.RESPONSE_TMP, data)
+        except OSError as exc:
+            log.error("cannot write %s: %s", protocol.RESPONSE, exc)
+        return None
+
+    def _unlink_request(self, ino: int | None) -> None:
+        if ino is not None:
+            self._dir.unlink(protocol.REQUEST, ino=ino)
+
+    def _wait_consumed(self) -> ExitReason | None:
+        """Wait until the client has deleted the previous ``response.json``."""
+        while self._dir.exists(protocol.RESPONSE):
+            reason = self._pending_exit()
+            if reason is not None:
+                return reason
+            reason = self._on_wake(self._waiter.wait(self._timeout_s()))
+            if reason is not None:
+                log.warning("leaving with an answer undelivered (response.json not consumed)")
+                return reason
+        return None
+
+    def _write_status(self, status: str) -> None:
+        self._dir.write_atomic(protocol.STATUS, protocol.STATUS_TMP, status.encode())
+
+
+def _import_torch_modules() -> ModuleType:
+    import torch
+    import torch.nn.functional
+
+    import tsr.torch  # noqa: F401
+
+    return torch
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        protocol.check_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _as_tensors(torch: ModuleType, result: object) -> list[Any]:
+    items = list(result) if isinstance(result, (list, tuple)) else [result]
+    if not items or not all(isinstance(t, torch.Tensor) for t in items):
+        raise ProtocolError(
+            ErrorCode.BAD_RESULT,
+            f"command returned {type(result).__name__}; expected a tensor or a sequence of them",
+        )
+    return items
+
+
+def _describe(exc: BaseException | None) -> str:
+    text = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
