@@ -233,33 +233,11 @@ def test_kit_reader_messages_for_generated_cases(
     assert msg("ndim_0_dims_1134").startswith("accept: FP32 () numel=1 sha256=")
 
 
-# Known disagreements between tsr.validate(...).cpp and the C++ reader (reported to the
-# codec's owner; strict, so the marker must go once tsr is fixed).
-TSR_DISAGREES = {
-    "wrap_size_total_2p62_ndim4": "tsr predicts accept: it misses that 64 + total*4 wrapped to "
-    "64, so the header-only file has no payload (C++: Cannot allocate zero bytes)",
-    "wrap_size_total_2p62_ndim1": "tsr predicts accept of (16384,): the wrapped size check lets "
-    "a header-only file through, and C++ then fails reading 65536 payload bytes",
-}
-
-
 def _all_names() -> list[str]:
     return [c.name for c in CASES] + [f"shared/{p.parent.name}/{p.name}" for p in _shared_files()]
 
 
-def _tsr_params() -> list[object]:
-    return [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(reason=TSR_DISAGREES[name], strict=True)
-            if name in TSR_DISAGREES
-            else (),
-        )
-        for name in _all_names()
-    ]
-
-
-@pytest.mark.parametrize("name", _tsr_params())
+@pytest.mark.parametrize("name", _all_names())
 def test_tsr_validate_cpp_verdict_agrees_with_the_kit(
     matrix: dict[str, tuple[Path, CppRead]], name: str
 ) -> None:
