@@ -166,9 +166,11 @@ if __name__ == "__main__":
 
 
 def write_launcher(path: str, worker_args: Sequence[str], python: str | None = None) -> str:
-    """Write the launcher script at ``path`` (mode 0755, atomically); return its
-    absolute path. ``python`` defaults to this interpreter (``sys.executable``)."""
+    """Write the launcher script at ``path`` (mode 0755, atomically, parent directories
+    created); return its absolute path. ``python`` defaults to this interpreter
+    (``sys.executable``)."""
     path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     text = _LAUNCHER.format(python=python or sys.executable, args=list(worker_args))
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:

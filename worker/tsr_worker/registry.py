@@ -42,8 +42,9 @@ class Command:
     ``inputs`` is ``None`` for a text command, the number of tags its params must name,
     or a tuple of fixed tags (params are then ignored). ``outputs`` are the result tags
     (``None``: ``r`` for one result, ``r0, r1, ...`` for several). ``answer`` is
-    ``"response"`` (a ``response.json``) or ``"status"`` (no response; ``status.txt``
-    becomes ``done``, as the V1.20 ``tensor_square`` command did).
+    ``"response"`` (a ``response.json``) or ``"status"`` (no response: ``status.txt``
+    becomes ``done``, or ``error:<code>: <message>``, as for the V1.20 ``tensor_square``,
+    whose clients read no responses).
     """
 
     name: str

@@ -317,13 +317,16 @@ class Worker:
                     + ", ".join(["exit", *self.registry.names()]),
                 )
             if known.is_text:
-                return self._run_text(known, request.params)
-            return self._run_tensors(known, request.params)
+                answer = self._run_text(known, request.params)
+            else:
+                answer = self._run_tensors(known, request.params)
         except ProtocolError as exc:
-            return _failure(reply_cmd, exc.info)
+            answer = _failure(reply_cmd, exc.info)
         except Exception as exc:  # a bug of ours: still one answer, and a trace in the log
             log.exception("internal error on %r", request)
-            return _failure(reply_cmd, ErrorInfo(ErrorCode.INTERNAL_ERROR.value, _describe(exc)))
+            answer = _failure(reply_cmd, ErrorInfo(ErrorCode.INTERNAL_ERROR.value, _describe(exc)))
+        answer.via_status = known is not None and known.answer == "status"
+        return answer
 
     def _run_text(self, cmd: Command, params: str) -> _Answer:
         try:
@@ -369,7 +372,6 @@ class Worker:
             cmd.name,
             ",".join(out_tags),
             tensors=dict(zip(out_tags, results, strict=True)),
-            via_status=cmd.answer == "status",
         )
 
     # ------------------------------------------------------------------ tensors
@@ -467,7 +469,14 @@ class Worker:
     # ------------------------------------------------------------------ answering
 
     def _deliver(self, answer: _Answer, request_ino: int | None) -> ExitReason | None:
-        """Give ``answer``: results first, then the request removed, then the reply."""
+        """Give ``answer``: results first, then the request removed, then the reply.
+
+        A command answered through the status (``tensor_square``) writes no response:
+        its V1.20 clients write requests in place, wait for the output file and never
+        read a response, so one would only be read later as the answer to something
+        else. Status ``done`` says it worked, ``error:<code>: <message>`` that it did not
+        (the worker keeps serving; the next success sets ``done`` again).
+        """
         if answer.via_status:
             answer = self._write_results(answer)
             self._unlink_request(request_ino)
