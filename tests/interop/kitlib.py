@@ -219,3 +219,118 @@ def key_text(read: CppRead) -> str:
         if read.message.startswith(key):
             return key
     return read.message
+
+
+# ---------------------------------------------------------------- the session driver
+
+
+@dataclass
+class DriverRun:
+    """What one ``session_driver run`` printed."""
+
+    returncode: int
+    log: str
+    steps: list[tuple[str, float]]
+    texts: dict[str, str]
+    results: dict[str, Path]
+    inputs: dict[str, dict[str, Path]]
+    checks: dict[str, str]  # name -> "ok" or "FAIL <detail>"
+    done: str
+
+    def failures(self) -> dict[str, str]:
+        return {k: v for k, v in self.checks.items() if v != "ok"}
+
+    def step_ms(self, name: str) -> float:
+        for step, ms in self.steps:
+            if step == name:
+                return ms
+        raise KeyError(name)
+
+
+def parse_driver_output(returncode: int, log: str) -> DriverRun:
+    run = DriverRun(returncode, log, [], {}, {}, {}, {}, "")
+    for line in log.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "STEP":
+            name, ms = rest.rsplit(" ", 1)
+            run.steps.append((name, float(ms)))
+        elif kind == "TEXT":
+            label, _, text = rest.partition(" ")
+            run.texts[label] = text
+        elif kind == "RESULT":
+            label, path = rest.split(" ", 1)
+            run.results[label] = Path(path)
+        elif kind == "INPUT":
+            label, tag, path = rest.split(" ", 2)
+            run.inputs.setdefault(label, {})[tag] = Path(path)
+        elif kind == "CHECK":
+            name, _, verdict = rest.partition(" ")
+            run.checks[name] = verdict
+        elif kind == "DONE":
+            run.done = rest
+    return run
+
+
+def start_driver(
+    driver: Path,
+    *,
+    script: Path,
+    workspace: Path,
+    layout: str,
+    session_id: str,
+    out: Path,
+    scenario: str = "full",
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start the driver; its output goes to ``out/driver.log`` (a file, not a pipe: the
+    worker that the driver launches inherits the descriptors and may outlive it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "driver.log"
+    cmd = [
+        str(driver), "run", "--script", str(script), "--workspace", str(workspace),
+        "--layout", layout, "--session-id", session_id, "--out", str(out),
+        "--scenario", scenario, *extra,
+    ]  # fmt: skip
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
+    return proc, log
+
+
+def finish_driver(proc: subprocess.Popen[bytes], log: Path, *, timeout: float = 180) -> DriverRun:
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+    return parse_driver_output(proc.returncode, log.read_text(errors="replace"))
+
+
+def pids_running(marker: str) -> list[int]:
+    """Pids of live processes whose command line contains ``marker`` (e.g. a launcher's
+    unique path), so a test ends only the workers it started."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_gone(marker: str, timeout: float) -> list[int]:
+    """Wait until no process matches ``marker``; return those still there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = pids_running(marker)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)

@@ -174,6 +174,12 @@ class PythonSession {
     return import_result(response, timeout_ms);
   }
 
+  // V1.20 style (the design document's tests): wait for <tag>.tsr itself, no response.
+  Tensor recv_tensor(const std::string& tag, std::uint32_t timeout_ms = 10000) const {
+    if (!running_) throw TRException("[PythonSession::recv_tensor] Session not running");
+    return import_result(tag, timeout_ms);
+  }
+
   Tensor calculate(const std::string& op, const Tensor& a, std::uint32_t timeout_ms = 10000) const {
     send_tensor(a, "a");
     return fetch_tensor(R"({"cmd": ")" + op + R"(", "params": "a"})", timeout_ms);

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <iterator>
@@ -76,6 +77,7 @@ struct CommandSpec {
   std::string cmd;
   std::vector<InputSpec> inputs;
   std::string request;  // "" = {"cmd": "<cmd>", "params": "<tags>"}
+  bool v120 = false;    // V1.20 style: plain write of request.json, then recv_tensor("output")
 };
 
 std::vector<CommandSpec> command_specs() {
@@ -95,15 +97,17 @@ std::vector<CommandSpec> command_specs() {
     v.push_back({name, name, {{"a", {1, 3, 5, 5}, 7, 0.125, 0}, {"b", {3, 2, 3, 3}, 8, 0.0625, 0}},
                  ""});
   }
+  // seed 14: the 12 values include 0, negatives and the .5 ties -2.5, -0.5, 1.5, 3.5
   for (const std::string name : {"zeros_like", "ones_like", "relu", "sign", "square", "abs",
                                  "negative", "reciprocal", "round", "transpose"}) {
-    v.push_back({name, name, {{"a", {3, 4}, 9, 0.25, 0}}, ""});
+    v.push_back({name, name, {{"a", {3, 4}, 14, 0.25, 0}}, ""});
   }
-  v.push_back({"sqrt", "sqrt", {{"a", {3, 4}, 9, 0.25, 4.0}}, ""});  // all positive
+  v.push_back({"sqrt", "sqrt", {{"a", {3, 4}, 14, 0.25, 4.0}}, ""});  // all positive
   v.push_back({"transpose_3d", "transpose", {{"a", {2, 3, 4}, 10, 1.0, 0}}, ""});
-  // The design document's V1.20 command: input tag "input", result "output".
+  // The design document's V1.20 command: input tag "input", result "output", answered by
+  // status (V1.20 flow, see v120_tensor_square).
   v.push_back({"tensor_square", "tensor_square", {{"input", {1, 1, 4, 4}, 11, 0.5, 0}},
-               R"({"cmd": "tensor_square"})"});
+               R"({"cmd": "tensor_square"})", true});
   return v;
 }
 
@@ -154,29 +158,52 @@ void run_text(const PythonSession& s, const Options& o, const std::string& label
   std::cout << "TEXT " << label << " " << reply << std::endl;
 }
 
+void run_command(const PythonSession& s, const Options& o, const CommandSpec& c);
+
 void run_commands(const PythonSession& s, const Options& o) {
-  for (const auto& c : command_specs()) {
-    try {
-      double send_ms = 0;
-      for (const auto& in : c.inputs) {
-        Tensor t = make_input(in.dims, in.seed, in.scale, in.offset);
-        auto t0 = Clock::now();
-        s.send_tensor(t, in.tag);
-        send_ms += ms_since(t0);
-        const std::string file = o.out + "/" + c.label + "." + in.tag + ".tsr";
-        trkit::export_tensor(t, file);
-        std::cout << "INPUT " << c.label << " " << in.tag << " " << file << std::endl;
-      }
-      step("send_tensor:" + c.label, send_ms);
+  for (const auto& c : command_specs()) run_command(s, o, c);
+}
+
+// The design document's V1.20 test flow: send input.tsr, write request.json in place
+// (not atomically, no wait), then wait for output.tsr; the worker answers by status "done".
+CommandSpec v120_tensor_square() {
+  return {"v120_tensor_square", "tensor_square", {{"input", {1, 1, 4, 4}, 12, 0.5, 0}},
+          R"({"cmd": "tensor_square"})", true};
+}
+
+void run_command(const PythonSession& s, const Options& o, const CommandSpec& c) {
+  try {
+    double send_ms = 0;
+    for (const auto& in : c.inputs) {
+      Tensor t = make_input(in.dims, in.seed, in.scale, in.offset);
       auto t0 = Clock::now();
-      Tensor r = s.fetch_tensor(request_for(c), o.timeout_ms);
-      step("fetch_tensor:" + c.label, ms_since(t0));
-      const std::string file = o.out + "/" + c.label + ".out.tsr";
-      trkit::export_tensor(r, file);
-      std::cout << "RESULT " << c.label << " " << file << std::endl;
-    } catch (const std::exception& e) {
-      check("command_" + c.label, false, e.what());
+      s.send_tensor(t, in.tag);
+      send_ms += ms_since(t0);
+      const std::string file = o.out + "/" + c.label + "." + in.tag + ".tsr";
+      trkit::export_tensor(t, file);
+      std::cout << "INPUT " << c.label << " " << in.tag << " " << file << std::endl;
     }
+    step("send_tensor:" + c.label, send_ms);
+    auto t0 = Clock::now();
+    Tensor r;
+    if (c.v120) {
+      std::ofstream(s.session_dir() + "/request.json") << request_for(c);
+      r = s.recv_tensor("output", o.timeout_ms);
+      step("recv_tensor:" + c.label, ms_since(t0));
+      // the status the worker answered with (it may still be settling: give it a moment)
+      for (int i = 0; i < 100 && s.status() != "done"; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      std::cout << "TEXT status_after_" << c.label << " " << s.status() << std::endl;
+    } else {
+      r = s.fetch_tensor(request_for(c), o.timeout_ms);
+      step("fetch_tensor:" + c.label, ms_since(t0));
+    }
+    const std::string file = o.out + "/" + c.label + ".out.tsr";
+    trkit::export_tensor(r, file);
+    std::cout << "RESULT " << c.label << " " << file << std::endl;
+  } catch (const std::exception& e) {
+    check("command_" + c.label, false, e.what());
   }
 }
 
@@ -264,6 +291,9 @@ void scenario_terminate(const Options& o) {
     s.start();
     step("start", ms_since(t0));
     run_text(s, o, "hello", R"({"cmd": "hello", "params": "world"})");
+    run_command(s, o, v120_tensor_square());
+    // The same client then goes on with an ordinary request.
+    run_text(s, o, "hello_after_v120", R"({"cmd": "hello", "params": "again"})");
     check("alive_before_terminate", s.is_alive(), s.status());
     if (o.idle_before_terminate_ms) {
       std::this_thread::sleep_for(std::chrono::milliseconds(o.idle_before_terminate_ms));
