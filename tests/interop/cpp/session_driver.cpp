@@ -3,7 +3,8 @@
 //
 //   session_driver run --script LAUNCHER --workspace DIR --layout python_session|pytorch_session
 //                      --session-id ID --out DIR [--scenario full|terminate|design]
-//                      [--warmup-ms 300] [--timeout-ms 10000] [--idle-before-terminate-ms 0]
+//                      [--warmup-ms 300] [--timeout-ms 10000] [--idle-ms 0]
+//     (--idle-ms N, terminate scenario: idle N ms, one request, idle N ms, then terminate())
 //   session_driver parse          reads a response from stdin, prints "[<params>]"
 //
 // Output (stdout), one record per line:
@@ -123,7 +124,7 @@ struct Options {
       scenario = "full";
   std::uint32_t warmup_ms = 300;
   std::uint32_t timeout_ms = 10000;
-  std::uint32_t idle_before_terminate_ms = 0;
+  std::uint32_t idle_ms = 0;
 };
 
 void run_design(const PythonSession& s, const Options& o) {
@@ -295,8 +296,12 @@ void scenario_terminate(const Options& o) {
     // The same client then goes on with an ordinary request.
     run_text(s, o, "hello_after_v120", R"({"cmd": "hello", "params": "again"})");
     check("alive_before_terminate", s.is_alive(), s.status());
-    if (o.idle_before_terminate_ms) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(o.idle_before_terminate_ms));
+    if (o.idle_ms) {
+      // An idle client, then one request (how long a poller takes to notice it), then idle
+      // again before terminate() (does the worker notice "exit" within its 500 ms?).
+      std::this_thread::sleep_for(std::chrono::milliseconds(o.idle_ms));
+      run_text(s, o, "hello_after_idle", R"({"cmd": "hello", "params": "idle"})");
+      std::this_thread::sleep_for(std::chrono::milliseconds(o.idle_ms));
     }
     t0 = Clock::now();
     s.terminate();
@@ -317,7 +322,7 @@ int cmd_parse() {
 int usage() {
   std::cerr << "usage: session_driver run --script S --workspace W --layout L --session-id ID"
                " --out DIR [--scenario full|terminate|design] [--warmup-ms N] [--timeout-ms N]"
-               " [--idle-before-terminate-ms N]\n       session_driver parse < response\n";
+               " [--idle-ms N]\n       session_driver parse < response\n";
   return 2;
 }
 
@@ -336,8 +341,7 @@ int main(int argc, char** argv) {
       {"--scenario", [&](const std::string& v) { o.scenario = v; }},
       {"--warmup-ms", [&](const std::string& v) { o.warmup_ms = std::stoul(v); }},
       {"--timeout-ms", [&](const std::string& v) { o.timeout_ms = std::stoul(v); }},
-      {"--idle-before-terminate-ms",
-       [&](const std::string& v) { o.idle_before_terminate_ms = std::stoul(v); }},
+      {"--idle-ms", [&](const std::string& v) { o.idle_ms = std::stoul(v); }},
   };
   for (int i = 2; i < argc; i += 2) {
     auto it = setters.find(argv[i]);
