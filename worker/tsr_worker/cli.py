@@ -6,7 +6,7 @@ Usage::
                [--session-dir DIR] [--idle-timeout S] [--client-pid PID]
                [--wait auto|inotify|poll] [--commands MODULE_OR_FILE ...]
                [--max-request-bytes N] [--max-params-chars N] [--max-input-bytes N]
-               [--max-inputs N] [--no-preload] [--log-level LEVEL]
+               [--max-inputs N] [--threads N] [--no-preload] [--log-level LEVEL]
     tsr-worker --write-launcher PATH [--workspace DIR] [--layout ...] [worker options]
 
 The session directory is ``<WORKSPACE>/<layout>/tr_session_<SESSION_ID>`` (workspace:
@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"default {getattr(defaults, name)}",
         )
     p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch intra-op threads (default: torch's choice)",
+    )
+    p.add_argument(
         "--no-preload",
         action="store_true",
         default=None,
@@ -138,6 +144,8 @@ def _worker_options(args: argparse.Namespace) -> list[str]:
         value = getattr(args, name)
         if value is not None:
             out += ["--" + name.replace("_", "-"), str(value)]
+    if args.threads is not None:
+        out += ["--threads", str(args.threads)]
     if args.no_preload:
         out.append("--no-preload")
     if args.log_level is not None:
@@ -214,6 +222,7 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
             client_pid=args.client_pid,
             wait=args.wait or "auto",
             preload=not args.no_preload,
+            threads=args.threads or 0,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -91,9 +91,14 @@ class WorkerConfig:
     where available)."""
     preload: bool = True
     """Import torch in a background thread at start-up (else on the first tensor request)."""
+    threads: int = 0
+    """Torch intra-op threads (``torch.set_num_threads``); 0 keeps torch's default. A
+    worker beside a busy C++ program computes more steadily with 1."""
 
     def __post_init__(self) -> None:
         if self.idle_timeout_s < 0:
             raise ValueError(f"idle_timeout_s must be >= 0, got {self.idle_timeout_s}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.wait not in ("auto", "inotify", "poll"):
             raise ValueError(f"wait must be auto, inotify or poll, got {self.wait!r}")

@@ -378,7 +378,7 @@ class Worker:
 
     def _preload(self) -> None:
         try:
-            self._torch = _import_torch_modules()
+            self._torch = _import_torch_modules(self.config.threads)
         except BaseException as exc:  # reported on the first tensor request
             self._preload_error = exc
 
@@ -387,7 +387,7 @@ class Worker:
             self._preload_thread.join()
         if self._torch is None and self._preload_error is None:
             try:
-                self._torch = _import_torch_modules()
+                self._torch = _import_torch_modules(self.config.threads)
             except Exception as exc:
                 self._preload_error = exc
         if self._torch is None:
@@ -515,12 +515,20 @@ class Worker:
         self._dir.write_atomic(protocol.STATUS, protocol.STATUS_TMP, status.encode())
 
 
-def _import_torch_modules() -> ModuleType:
+def _import_torch_modules(threads: int) -> ModuleType:
+    """Import torch and the codec's torch front end; run each kind of kernel once, so
+    that the first request does not pay for thread pools and lazy initialisation."""
     import torch
     import torch.nn.functional
 
     import tsr.torch  # noqa: F401
 
+    if threads:
+        torch.set_num_threads(threads)
+    x = torch.ones(2, 1, 4, 4)
+    torch.mm(x[0, 0], x[0, 0])
+    torch.nn.functional.conv2d(x, torch.ones(1, 1, 3, 3))
+    torch.nn.functional.conv_transpose2d(x, torch.ones(1, 1, 3, 3), stride=2, padding=1)
     return torch
 
 

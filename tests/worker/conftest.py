@@ -1,0 +1,49 @@
+"""Fixtures of the worker tests: one shared worker with torch and the test commands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from worker_helpers import PLUGIN, WorkerProc, spawn
+
+SHARED_LIMITS = (
+    "--max-request-bytes", "4096",
+    "--max-params-chars", "256",
+    "--max-input-bytes", "300000",
+    "--max-inputs", "4",
+)  # fmt: skip
+"""Small limits on the shared worker, so that each breach is cheap to provoke."""
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProc]:
+    """A worker (torch preloaded, test commands, small limits) shared by a module's tests.
+
+    Its workspace has a sentinel file beside the session directory, for the tests that
+    check nothing outside the session is touched.
+    """
+    ws = tmp_path_factory.mktemp("ws")
+    d = ws / "python_session" / "tr_session_shared"
+    d.mkdir(parents=True)
+    (ws / "python_session" / "sentinel.tsr").write_bytes(b"do not touch")
+    w = spawn(d, "--commands", str(PLUGIN), "--idle-timeout", "600", *SHARED_LIMITS, preload=True)
+    try:
+        yield w
+    finally:
+        (d / "exit.flag").touch()
+        try:
+            w.wait_exit(10)
+        finally:
+            w.kill()
+
+
+@pytest.fixture
+def sdir(shared: WorkerProc) -> Iterator[Path]:
+    """The shared worker's session directory, checked clean after each test."""
+    yield shared.dir
+    assert shared.proc.poll() is None, shared.log_text()
+    assert not (shared.dir / "request.json").exists()
+    leftovers = sorted(p.name for p in shared.dir.iterdir() if p.name.startswith("."))
+    assert leftovers == []
