@@ -28,6 +28,7 @@ from .errors import (
 HEADER_SIZE = _schema.HEADER_SIZE
 MAX_NDIM = _schema.MAX_NDIM
 INT32_MAX = 2**31 - 1
+INDEX_MAX = 2**63 - 1  # NumPy's (and torch's) largest array size in bytes
 DIM_LABELS = ("N", "C", "H", "W")
 _MAGIC = _schema.MAGIC
 _CPP_ITEMSIZE = {d.code: d.itemsize for d in dtypes.ALL if d.cpp_readable}
@@ -244,6 +245,14 @@ def problems(h: Header, file_size: int | None, *, reserved_dtypes: bool) -> Iter
             "can read it",
             warning=True,
         )  # fmt: skip
+    if ndim_ok and not negative and 0 in h.shape and dt is not None:
+        span = math.prod(d for d in h.shape if d) * dt.itemsize
+        if span > INDEX_MAX:
+            yield Problem(
+                BadFieldError, "dims", h.dims, f"non-zero dims spanning <= {INDEX_MAX} bytes",
+                f"shape {h.shape} is empty but its other dims span {span} bytes, beyond a "
+                "64-bit index: no array library can represent it",
+            )  # fmt: skip
     if file_size is None or dt is None or negative or h.total_elements != product:
         return
     expected = HEADER_SIZE + h.total_elements * dt.itemsize

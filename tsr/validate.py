@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -232,31 +233,40 @@ def cpp_verdict(head: bytes, file_size: int) -> CppVerdict:
             "file_size",
             f"File size mismatch. Expected {expected} bytes, got {file_size} bytes",
         )
+    # The tensor is built from the last ndim dims, with int64 arithmetic.
     shape = h.shape
+    if shape == (0,):
+        shape = ()  # Shape(0) silently becomes a scalar
+    elif any(d == 0 for d in shape):
+        return CppVerdict(
+            False, "allocation", "Shape rejects a zero dimension: no C++ build reads empty tensors"
+        )
     numel = 1
     for d in shape:
-        numel *= d
-    if h.total_elements <= 0 or numel == 0:
+        numel = _wrap_int64(numel * d)
+    nbytes = _wrap_int64(numel * dt.itemsize)
+    available = file_size - HEADER_SIZE
+    if nbytes == 0:
         return CppVerdict(
             False,
             "allocation",
-            "Cannot build the tensor: zero elements or a zero dimension "
-            "(Shape rejects zero dims; 'Cannot allocate zero bytes')",
+            f"Cannot allocate zero bytes (shape {shape} has no elements, or its size wraps "
+            "around to 0 in int64)",
         )
-    if numel * dt.itemsize > file_size - HEADER_SIZE:
+    if nbytes < 0 or nbytes > available:
         return CppVerdict(
             False,
             "allocation",
-            f"Cannot build the tensor: shape {shape} needs {numel * dt.itemsize} bytes but "
-            f"the file holds {file_size - HEADER_SIZE} (the size checks wrapped around in "
-            "int64: 'Cannot allocate zero bytes' or an incomplete read)",
+            f"Cannot build the tensor: shape {shape} needs {math.prod(shape) * dt.itemsize} "
+            f"bytes ({nbytes} in int64) but the file holds {available}: an allocation "
+            "failure or 'Failed to read complete tensor data'",
         )
-    different = numel != h.total_elements
+    different = math.prod(shape) != h.total_elements or nbytes != available
     label = "(" + ",".join(map(str, shape)) + ")"
     message = f"accept: {dt.name} {label} numel={numel}"
     if different:
         message += (
-            f" (the header declares {h.total_elements} elements: C++ silently reads a "
-            "different tensor)"
+            f" (the header declares {h.total_elements} elements in {available} bytes: C++ "
+            f"silently reads a different tensor of {nbytes} bytes)"
         )
     return CppVerdict(True, None, message, shape, different)

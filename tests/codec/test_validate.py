@@ -38,9 +38,12 @@ def header(**fields: Any) -> bytes:
         # 2^63 wraps to -2^63; times 4 wraps to 0, so a 64-byte file passes the size check
         ({"ndim": 4, "dims": (65536, 65536, 65536, 32768), "total_elements": -(2**63)}, 64,
          "allocation", "zero"),
-        # 2^62 elements x 4 bytes = 2^64 wraps to 0: size check passes, shape is too big
+        # 2^62 elements x 4 bytes = 2^64 wraps to 0: size check passes, nothing to allocate
         ({"ndim": 4, "dims": (65536, 65536, 65536, 16384), "total_elements": 2**62}, 64,
-         "allocation", "Cannot build"),
+         "allocation", "zero bytes"),
+        # the shape needs 12 elements, the file holds 0 (total wraps to 0 via a leading dim)
+        ({"ndim": 2, "dims": (2**16, 2**16, 3, 4), "total_elements": 12 * 2**32 % 2**64}, 64,
+         "file_size", "Expected"),
         ({"dims": (1, 1, 0, 4), "total_elements": 0}, 64, "allocation", "zero"),
     ],
 )  # fmt: skip
@@ -67,6 +70,29 @@ def test_cpp_acceptances(fields: dict[str, Any], shape: tuple[int, ...], differe
     assert verdict.accepts and verdict.check is None
     assert verdict.shape == shape
     assert verdict.different_tensor is different
+
+
+@pytest.mark.parametrize(
+    ("fields", "size", "shape"),
+    [
+        # dims multiply to 3*2^62+1, -(2^62)+1 in int64; x4 bytes wraps to 4: 68 bytes pass
+        ({"ndim": 1, "dims": (2743, 5295463, 952469857, 1)}, 68, (1,)),
+        # dims multiply to 2^64+4, 4 in int64: an 80-byte file holds "the" huge shape
+        ({"ndim": 4, "dims": (27905, 34724, 49477, 384773)}, 80, (27905, 34724, 49477, 384773)),
+    ],
+)
+def test_cpp_accepts_through_wraparound(
+    fields: dict[str, Any], size: int, shape: tuple[int, ...]
+) -> None:
+    product = 1
+    for d in fields["dims"]:
+        product = (product * d + 2**63) % 2**64 - 2**63
+    fields = {**fields, "total_elements": product}
+    assert (64 + product * 4) % 2**64 == size
+    verdict = cpp_verdict(header(**fields), size)
+    assert verdict.accepts and verdict.shape == shape and verdict.different_tensor
+    with pytest.raises(tsr.BadFieldError):  # tsr itself never accepts such a file
+        tsr.from_bytes(header(**fields) + bytes(size - 64))
 
 
 def test_all_findings_are_reported_with_offsets() -> None:
