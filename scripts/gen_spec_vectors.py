@@ -99,6 +99,10 @@ def vectors() -> list[Vector]:
         ("count_mismatch", "total_elements 13 for dims 1,1,3,4", _mutate(base, total_elements=13)),
         ("count_wraps_int64", "dims 65536×4, total 0: passes C++'s wrapping count check",
          _mutate(base, b"", ndim=4, dims=(65536,) * 4, total_elements=0)),
+        ("cpp_wrap_negative_total", "dims 2743,5295463,952469857,1 (product wraps to -2^62+1), "
+         "ndim 1, 68 bytes: C++ accepts a (1,) tensor", _mutate(
+             base, body[:4], ndim=1, dims=(2743, 5295463, 952469857, 1),
+             total_elements=-(2**62) + 1)),
         ("leading_dim_2", "ndim 2, dims 2,1,3,4, total 24: C++ reads a (3,4) tensor",
          _mutate(base, body + body, dims=(2, 1, 3, 4), total_elements=24)),
         ("ndim_0_dims_3x4", "ndim 0 with dims 1,1,3,4: C++ reads a scalar", _mutate(base, ndim=0)),
