@@ -186,13 +186,14 @@ class SessionDir:
 
     def unlink(self, name: str, *, ino: int | None = None) -> bool:
         """Remove ``name`` (a link itself, never its target); with ``ino``, only if
-        ``name`` is still that inode. True if something was removed."""
-        if ino is not None:
-            st = self.lstat(name)
-            if st is None or st.st_ino != ino:
-                return False
+        ``name`` is still that inode. True if something was removed; False if not
+        (gone already, replaced, or not removable: a directory, no permission)."""
         try:
+            if ino is not None:
+                st = self.lstat(name)
+                if st is None or st.st_ino != ino:
+                    return False
             os.unlink(name, dir_fd=self.fd)
-        except FileNotFoundError:
+        except OSError:
             return False
         return True

@@ -66,12 +66,19 @@ class WakeKind(enum.Enum):
 
 @dataclass(frozen=True)
 class Wake:
-    """The outcome of one wait. For ``CHANGES``, ``names`` are the files that changed
-    and ``complete`` those now fully written (closed after writing, or renamed in)."""
+    """The outcome of one wait.
+
+    For ``CHANGES``, ``names`` are the watched files that changed. An event-driven
+    waiter also knows how each one ended: ``complete`` if its last event finished a
+    write (closed after writing, or renamed in), ``writing`` if a writer still has it
+    open (created or modified, not yet closed). A polling waiter knows neither: both
+    are empty and every name is in ``names``.
+    """
 
     kind: WakeKind
     names: frozenset[str] = field(default_factory=frozenset)
     complete: frozenset[str] = field(default_factory=frozenset)
+    writing: frozenset[str] = field(default_factory=frozenset)
 
 
 class Waiter(Protocol):
@@ -129,12 +136,13 @@ IN_CLOEXEC = 0o2000000
 _EVENT = struct.Struct("iIII")
 
 SESSION_MASK = (
-    IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE
+    IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE
     | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 )  # fmt: skip
 PARENT_MASK = IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 _SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
 _COMPLETE = IN_CLOSE_WRITE | IN_MOVED_TO
+_WRITING = IN_CREATE | IN_MODIFY
 
 
 class InotifyUnavailableError(OSError):
@@ -289,7 +297,7 @@ class InotifyWaiter(_Base):
 
     def _read(self) -> Wake | None:
         names: set[str] = set()
-        complete: set[str] = set()
+        state: dict[str, bool] = {}  # name -> complete (True) or being written (False)
         check_gone = False
         while True:
             try:
@@ -297,9 +305,9 @@ class InotifyWaiter(_Base):
             except BlockingIOError:
                 break
             for wd, mask, name in _events(buf):
-                if mask & IN_Q_OVERFLOW:  # events lost: assume everything changed
+                if mask & IN_Q_OVERFLOW:  # events lost: everything may have changed
                     names |= WATCHED_NAMES
-                    complete |= WATCHED_NAMES
+                    state.clear()
                     check_gone = True
                 elif wd == self._wd:
                     if mask & _SELF_GONE:
@@ -307,7 +315,11 @@ class InotifyWaiter(_Base):
                     elif name in WATCHED_NAMES:
                         names.add(name)
                         if mask & _COMPLETE:
-                            complete.add(name)
+                            state[name] = True
+                        elif mask & _WRITING:
+                            state[name] = False
+                        else:  # deleted or moved away
+                            state.pop(name, None)
                     elif self._parent_wd < 0 and mask & IN_DELETE:
                         check_gone = True  # no parent watch: a removal may be under way
                 elif wd == self._parent_wd and (name == self._basename or mask & _SELF_GONE):
@@ -315,7 +327,12 @@ class InotifyWaiter(_Base):
         if check_gone and self._session.gone():
             return Wake(WakeKind.DIR_GONE)
         if names:
-            return Wake(WakeKind.CHANGES, frozenset(names), frozenset(complete))
+            return Wake(
+                WakeKind.CHANGES,
+                frozenset(names),
+                frozenset(n for n, done in state.items() if done),
+                frozenset(n for n, done in state.items() if not done),
+            )
         return None
 
     def close(self) -> None:
@@ -352,5 +369,4 @@ class PollWaiter(_Base):
             return Wake(WakeKind.DIR_GONE)
         if deadline.passed():
             return Wake(WakeKind.TIMEOUT)
-        # Written files are only "complete" once seen unchanged twice; see Worker.
-        return Wake(WakeKind.CHANGES, WATCHED_NAMES, frozenset())
+        return Wake(WakeKind.CHANGES, WATCHED_NAMES)

@@ -17,6 +17,7 @@ import contextlib
 import enum
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -170,7 +171,12 @@ class Worker:
             if reason is not None:
                 return reason
             if self._request_hint:
-                reason = self._take_request()
+                try:
+                    reason = self._take_request()
+                except Exception:  # a bug of ours; the worker outlives it
+                    log.exception("unexpected error while serving a request")
+                    self._request_hint = False
+                    reason = None
                 if reason is not None:
                     return reason
                 if self._request_hint:
@@ -219,10 +225,18 @@ class Worker:
         if wake.kind is WakeKind.CHANGES:
             self._check_flag |= protocol.EXIT_FLAG in wake.names
             self._check_status |= protocol.STATUS in wake.names
-            if protocol.REQUEST in wake.names:
+            if protocol.REQUEST in wake.writing and self._is_regular(protocol.REQUEST):
+                # a writer has it open: wait until it is closed
+                self._request_hint = self._request_complete = False
+                self._recheck_at = None
+            elif protocol.REQUEST in wake.names:
                 self._request_hint = True
-                self._request_complete |= protocol.REQUEST in wake.complete
+                self._request_complete = protocol.REQUEST in wake.complete
         return None
+
+    def _is_regular(self, name: str) -> bool:
+        st = self._dir.lstat(name)
+        return st is not None and stat.S_ISREG(st.st_mode)
 
     # ------------------------------------------------------------------ one request
 
@@ -231,23 +245,19 @@ class Worker:
         request was answered (there may be another)."""
         complete, self._request_complete = self._request_complete, False
         self._request_hint = False
-        limit = self.config.limits.max_request_bytes
+        found = self._dir.lstat(protocol.REQUEST)
+        if found is None:
+            return None
         try:
-            data, st = self._dir.read_small(protocol.REQUEST, limit)
+            data, st = self._dir.read_small(protocol.REQUEST, self.config.limits.max_request_bytes)
         except FileNotFoundError:
             return None
         except TooLargeError as exc:
-            st_big = self._dir.lstat(protocol.REQUEST)
-            return self._answer_bad_file(
-                ErrorInfo(ErrorCode.REQUEST_TOO_LARGE.value, f"{exc.strerror}"),
-                None if st_big is None else st_big.st_ino,
-            )
+            info = ErrorInfo(ErrorCode.REQUEST_TOO_LARGE.value, str(exc.strerror))
+            return self._answer_bad_file(info, found.st_ino)
         except NotRegularFileError as exc:
-            st_odd = self._dir.lstat(protocol.REQUEST)
-            return self._answer_bad_file(
-                ErrorInfo(ErrorCode.BAD_REQUEST.value, f"{exc.strerror}; it is not read"),
-                None if st_odd is None else st_odd.st_ino,
-            )
+            info = ErrorInfo(ErrorCode.BAD_REQUEST.value, f"{exc.strerror}; it is not read")
+            return self._answer_bad_file(info, found.st_ino)
         except OSError as exc:
             log.error("cannot read %s: %s", protocol.REQUEST, exc)
             return None
@@ -288,16 +298,15 @@ class Worker:
             self._log_failure(answer, data[:200])
         return self._deliver(answer, st.st_ino)
 
-    def _answer_bad_file(self, info: ErrorInfo, ino: int | None) -> ExitReason | None:
+    def _answer_bad_file(self, info: ErrorInfo, ino: int) -> ExitReason | None:
         """Answer a ``request.json`` that cannot be read as a request, and remove it."""
         self._request_hint = True
         answer = self._log_failure(_failure("", info), protocol.REQUEST)
         reason = self._deliver(answer, ino)
-        if self._dir.exists(protocol.REQUEST) and ino is not None:
-            st = self._dir.lstat(protocol.REQUEST)
-            if st is not None and st.st_ino == ino:  # could not remove it (a directory?)
-                log.error("%s cannot be removed; waiting for it to change", protocol.REQUEST)
-                self._request_hint = False
+        st = self._dir.lstat(protocol.REQUEST)
+        if st is not None and st.st_ino == ino:  # could not remove it (a directory?)
+            log.error("%s cannot be removed; waiting for it to change", protocol.REQUEST)
+            self._request_hint = False
         return reason
 
     def _log_failure(self, answer: _Answer, what: object) -> _Answer:

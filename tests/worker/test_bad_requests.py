@@ -1,0 +1,189 @@
+"""Each bad request is answered once, ``invalid`` with a machine-readable error and a log
+line; the worker keeps serving and the next good request gets its own, correct answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tsr_worker.protocol import cpp_read_params
+from worker_helpers import WorkerProc, ask, send, take_response, wait_for
+
+import tsr
+import tsr.torch
+
+torch = pytest.importorskip("torch")
+
+Setup = Callable[[Path], None]
+
+
+def tensor(tag: str, *shape: int, dtype: object = None) -> Setup:
+    def setup(d: Path) -> None:
+        t = torch.randn(*shape) if dtype is None else torch.ones(*shape, dtype=dtype)
+        tsr.torch.save(d / f"{tag}.tsr", t, reserved_dtypes=dtype is not None)
+
+    return setup
+
+
+def raw(tag: str, data: bytes) -> Setup:
+    def setup(d: Path) -> None:
+        (d / f"{tag}.tsr").write_bytes(data)
+
+    return setup
+
+
+def nothing(d: Path) -> None:
+    pass
+
+
+def both(first: Setup, second: Setup) -> Setup:
+    def setup(d: Path) -> None:
+        first(d)
+        second(d)
+
+    return setup
+
+
+GOOD_HEADER = tsr.to_bytes(torch.ones(4, 4).numpy())
+
+RELU_A = b'{"cmd": "relu", "params": "a"}'
+INVALID = "invalid_input"
+COUNT = "wrong_input_count"
+
+CASES: dict[str, tuple[Setup, bytes, str]] = {
+    # label: (setup, request bytes, expected error code)
+    "malformed_json": (nothing, b'{"cmd": "hello", "params": ', "bad_request"),
+    "empty_file": (nothing, b"", "empty_request"),
+    "blank_file": (nothing, b"  \n ", "empty_request"),
+    "json_array": (nothing, b'["hello"]', "bad_request"),
+    "cmd_missing": (nothing, b'{"params": "a"}', "bad_request"),
+    "params_not_string": (nothing, b'{"cmd": "relu", "params": ["a"]}', "bad_request"),
+    "not_utf8": (nothing, b'{"cmd": "hello", "params": "\xff"}', "bad_request"),
+    "text_not_a_command": (nothing, b"this is { not json", "unknown_command"),
+    "unknown_command": (nothing, b'{"cmd": "frobnicate", "params": "a"}', "unknown_command"),
+    "unsafe_command_name": (nothing, b'{"cmd": "x\\"y", "params": "a"}', "unknown_command"),
+    "missing_input": (nothing, b'{"cmd": "relu", "params": "no_such"}', "missing_input"),
+    "garbage_input": (raw("a", b"not a tsr file at all"), RELU_A, INVALID),
+    "truncated_input": (raw("a", GOOD_HEADER[:-4]), RELU_A, INVALID),
+    "trailing_bytes": (raw("a", GOOD_HEADER + b"\0"), RELU_A, INVALID),
+    "reserved_dtype": (tensor("a", 2, 2, dtype=torch.float16), RELU_A, INVALID),
+    "too_few_tensors": (tensor("a", 4, 3), b'{"cmd": "matmul", "params": "a"}', COUNT),
+    "too_many_tensors": (tensor("a", 4, 3), b'{"cmd": "relu", "params": "a,a"}', COUNT),
+    "no_tensor": (nothing, b'{"cmd": "relu", "params": ""}', COUNT),
+    "over_max_inputs": (nothing, b'{"cmd": "relu", "params": "a,b,c,d,e"}', COUNT),
+    "traversal_tag": (nothing, b'{"cmd": "relu", "params": "../../etc/passwd"}', "bad_tag"),
+    "empty_tag": (tensor("a", 2), b'{"cmd": "add", "params": "a,"}', "bad_tag"),
+    "computation_error": (
+        both(tensor("a", 2, 3), tensor("b", 2, 3)),
+        b'{"cmd": "matmul", "params": "a,b"}',
+        "computation_failed",
+    ),
+    "command_raises": (nothing, b'{"cmd": "fail", "params": "now"}', "computation_failed"),
+    "result_float64": (tensor("a", 3), b'{"cmd": "as_double", "params": "a"}', "bad_result"),
+    "result_not_tensor": (tensor("a", 3), b'{"cmd": "not_a_tensor", "params": "a"}', "bad_result"),
+    "reply_with_quote": (nothing, b'{"cmd": "hello", "params": "say \\"hi\\""}', "unsafe_reply"),
+    "reply_not_ascii": (nothing, '{"cmd": "hi", "params": "w\u00f6rld"}'.encode(), "unsafe_reply"),
+    "params_too_long": (
+        nothing,
+        b'{"cmd": "hello", "params": "' + b"x" * 257 + b'"}',
+        "params_too_long",
+    ),
+    "request_too_large": (
+        nothing,
+        b'{"cmd": "hello", "pad": "' + b" " * 5000 + b'"}',
+        "request_too_large",
+    ),
+    "input_too_large": (tensor("a", 300, 300), RELU_A, "input_too_large"),
+}
+
+
+OPENS_INPUTS = {"invalid_input", "input_too_large", "computation_failed", "bad_result"}
+
+
+def check_answer_once(d: Path, text: str, code: str) -> dict[str, object]:
+    reply: dict[str, object] = json.loads(text)
+    assert cpp_read_params(text) == "invalid", text  # what the C++ client sees
+    assert reply["params"] == "invalid"
+    assert list(reply) == ["cmd", "params", "error"]  # the error after params
+    error = reply["error"]
+    assert isinstance(error, dict) and error["code"] == code and error["message"], reply
+    time.sleep(0.05)
+    assert not (d / "response.json").exists(), "answered twice"
+    return reply
+
+
+@pytest.mark.parametrize("label", list(CASES))
+def test_bad_request_then_good_one(shared: WorkerProc, sdir: Path, label: str) -> None:
+    setup, request, code = CASES[label]
+    setup(sdir)
+    wait_for(lambda: not (sdir / "request.json").exists())
+    send(sdir, request)
+    check_answer_once(sdir, take_response(sdir), code)
+    wait_for(lambda: f"failed: {code}" in shared.log_text(), 5, "log line")
+    for tag in ("a", "b"):
+        if code in OPENS_INPUTS:
+            assert not (sdir / f"{tag}.tsr").exists(), "every input opened is removed"
+        else:  # refused before any input was opened: left as it is
+            (sdir / f"{tag}.tsr").unlink(missing_ok=True)
+    x = torch.randn(3, 4)
+    tsr.torch.save(sdir / "g.tsr", x)
+    assert ask(sdir, json.dumps({"cmd": "relu", "params": "g"})) == {"cmd": "relu", "params": "r"}
+    assert torch.equal(tsr.torch.load(sdir / "r.tsr"), torch.relu(x))
+    assert (
+        ask(sdir, json.dumps({"cmd": "hello", "params": label}))["params"]
+        == "Hello " + label.title()
+    )
+
+
+def test_wrong_tensor_count_is_answered_once_not_twice(sdir: Path) -> None:
+    """Upstream answers it twice, leaving every later reply one request behind."""
+    tsr.torch.save(sdir / "a.tsr", torch.ones(4, 3))
+    assert ask(sdir, '{"cmd": "matmul", "params": "a"}')["params"] == "invalid"
+    for word in ("one", "two", "three"):
+        assert (
+            ask(sdir, json.dumps({"cmd": "hi", "params": word}))["params"] == "Hi " + word.title()
+        )
+
+
+def test_request_written_in_place_is_read_only_once_complete(sdir: Path) -> None:
+    """A client that writes request.json directly (V1.20 tests) is not read half-written."""
+    with open(sdir / "request.json", "w") as f:
+        f.write('{"cmd": "hello", ')
+        f.flush()
+        time.sleep(0.2)  # the worker sees the file, incomplete, and waits
+        assert not (sdir / "response.json").exists()
+        f.write('"params": "patience"}')
+    assert json.loads(take_response(sdir))["params"] == "Hello Patience"
+
+
+def test_symlinked_request_is_not_followed(sdir: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"cmd": "hello", "params": "leak"}')
+    os.symlink(secret, sdir / "request.json")
+    reply = json.loads(take_response(sdir))
+    assert reply["error"]["code"] == "bad_request" and "symbolic link" in reply["error"]["message"]
+    assert not (sdir / "request.json").exists(), "the link is removed, not followed"
+    assert secret.read_text() == '{"cmd": "hello", "params": "leak"}'
+
+
+def test_request_json_directory_is_answered_once_and_not_spun_on(
+    shared: WorkerProc, sdir: Path
+) -> None:
+    (sdir / "request.json").mkdir()
+    reply = json.loads(take_response(sdir))
+    assert reply["error"]["code"] == "bad_request"
+    before = _cpu_ticks(shared.proc.pid)
+    time.sleep(0.3)
+    assert _cpu_ticks(shared.proc.pid) - before <= 2, "busy loop on an unremovable request"
+    assert not (sdir / "response.json").exists()
+    (sdir / "request.json").rmdir()
+    assert ask(sdir, '{"cmd": "hi", "params": "again"}')["params"] == "Hi Again"
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
