@@ -1,11 +1,13 @@
 """Write the committed seed corpus of the reader harness, with tsr itself.
 
-Usage: ``.venv/bin/python -m fuzz.make_corpus [--check]``. The seeds are the shared valid
+Usage: ``.venv/bin/python -m fuzz.make_corpus [--check]``. Reader seeds are the shared valid
 vectors (the same formulas as ``/work/shared/vectors/manifest.json``; when that directory
 exists their bytes are checked against it), small files of the reserved dtypes and
 zero-size shapes, and mutations of ``fp32_2d_3x4`` like the shared malformed set plus a
-few wrap-around and range edge cases. ``--check`` verifies ``fuzz/corpus/reader`` holds
-exactly these files and exits 1 if not.
+few wrap-around and range edge cases. Worker seeds (:func:`worker_corpus`) are requests
+of every command with valid inputs and bad requests and files of every kind. ``--check``
+verifies ``fuzz/corpus/reader`` and ``fuzz/corpus/worker`` hold exactly these files and
+exits 1 if not.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tsr
 
 HERE = Path(__file__).resolve().parent
 READER_DIR = HERE / "corpus" / "reader"
+WORKER_DIR = HERE / "corpus" / "worker"
 SHARED_VECTORS = HERE.parent.parent / "shared" / "vectors"
 LAYOUT = struct.Struct("<4siiiii4iqqq")
 
@@ -128,6 +131,85 @@ def mutations(base: bytes) -> dict[str, bytes]:
     }
 
 
+def _req(cmd: str, params: str | None = None) -> bytes:
+    body = f'{{"cmd": "{cmd}"' + ("" if params is None else f', "params": "{params}"') + "}"
+    return body.encode()
+
+
+def worker_corpus() -> dict[str, bytes]:
+    """Seeds of the worker harness: every command with valid inputs, and bad requests
+    and bad files of every kind (encoded with ``fuzz.worker_harness.encode``)."""
+    from fuzz.worker_harness import Case, Entry, encode
+
+    def f32(*shape: int) -> bytes:
+        return tsr.to_bytes(_fp32(shape))
+
+    def case(request: bytes, *files: tuple[str, str, bytes]) -> bytes:
+        return encode(Case(request, tuple(Entry(k, t.encode(), c) for k, t, c in files)))
+
+    a, b = f32(4, 3), f32(3, 5)
+    img, w3 = f32(1, 2, 6, 6), f32(3, 2, 3, 3)
+    big_header = _header(1, 4, (1000, 1000, 1000, 25), 25 * 10**9)  # 100 GB declared
+    seeds = {
+        "hello.bin": case(_req("hello", "world")),
+        "hi_upper.bin": case(_req("HI", "there")),
+        "legacy_text.bin": case(b"hello big world"),
+        "legacy_matmul.bin": case(b"matmul a b", ("file", "a", a), ("file", "b", b)),
+        "matmul.bin": case(_req("matmul", "a,b"), ("file", "a", a), ("file", "b", b)),
+        "add_broadcast.bin": case(_req("add", "a,b"), ("file", "a", a), ("file", "b", f32(3))),
+        "relu_int8.bin": case(
+            _req("relu", "x"), ("file", "x", tsr.to_bytes(_ints((2, 3), np.int8)))
+        ),
+        "sqrt_int32.bin": case(
+            _req("sqrt", "x"), ("file", "x", tsr.to_bytes(_ints((5,), np.int32)))
+        ),
+        "transpose.bin": case(_req("transpose", "x"), ("file", "x", a)),
+        "conv.bin": case(_req("conv_k3_s1_p0", "x,w"), ("file", "x", img), ("file", "w", w3)),
+        "tconv.bin": case(
+            _req("tconv_k3_s2_p1", "x,w"), ("file", "x", f32(1, 3, 4, 4)), ("file", "w", w3)
+        ),
+        "tensor_square.bin": case(_req("tensor_square"), ("file", "input", a)),
+        "same_tag_twice.bin": case(_req("add", "a,a"), ("file", "a", a)),
+        "exit.bin": case(_req("exit")),
+        "missing_input.bin": case(_req("relu", "nothere")),
+        "wrong_count.bin": case(_req("matmul", "a"), ("file", "a", a)),
+        "bad_tag_parent.bin": case(_req("relu", "../x")),
+        "bad_tag_hidden.bin": case(_req("relu", ".x"), ("file", ".x", a)),
+        "symlink_out.bin": case(_req("relu", "s"), ("link_out", "s", b"")),
+        "symlink_in.bin": case(_req("relu", "s"), ("file", "a", a), ("link_in", "s", b"")),
+        "fifo.bin": case(_req("relu", "p"), ("fifo", "p", b"")),
+        "directory.bin": case(_req("relu", "d"), ("dir", "d", b"")),
+        "garbage.bin": case(b'{"cmd": "matmul", "par'),
+        "empty.bin": case(b""),
+        "not_utf8.bin": case(b'{"cmd": "hello", "params": "\xff\xfe"}'),
+        "raw_not_utf8.bin": case(b"\xff\xfe\x00garbage"),
+        "json_array.bin": case(b'["hello"]'),
+        "cmd_number.bin": case(b'{"cmd": 5}'),
+        "params_number.bin": case(b'{"cmd": "hello", "params": 7}'),
+        "deep_json.bin": case(b"[" * 5000),
+        "params_too_long.bin": case(_req("hello", "x" * 300)),
+        "request_too_large.bin": case(_req("hello", "y" * 2100)),
+        "unknown_cmd.bin": case(_req("frobnicate", "a")),
+        "unsafe_reply.bin": case(_req("hello", 'say \\"hi\\"')),
+        "unicode_reply.bin": case('{"cmd": "hello", "params": "w\u00f6rld"}'.encode()),
+        "truncated_input.bin": case(_req("relu", "a"), ("file", "a", a[:-4])),
+        "trailing_input.bin": case(_req("relu", "a"), ("file", "a", a + b"\0")),
+        "garbage_input.bin": case(_req("relu", "a"), ("file", "a", b"not a tensor at all")),
+        "reserved_dtype_input.bin": case(
+            _req("relu", "a"),
+            ("file", "a", tsr.to_bytes(np.ones(3, np.float64), reserved_dtypes=True)),
+        ),
+        "declares_100GB.bin": case(_req("relu", "a"), ("file", "a", big_header)),
+        "input_over_limit.bin": case(_req("relu", "a"), ("file", "a", f32(5, 1000))),
+        "zero_size_input.bin": case(_req("relu", "a"), ("file", "a", f32(0, 3))),
+        "zero_size_huge_dims.bin": case(
+            _req("relu", "a"), ("file", "a", _header(1, 3, (1, 0, 2**31 - 1, 2**31 - 1), 0))
+        ),
+        "matmul_bad_shapes.bin": case(_req("matmul", "a,b"), ("file", "a", a), ("file", "b", a)),
+    }
+    return seeds
+
+
 def corpus() -> dict[str, bytes]:
     """Every seed of the reader corpus, by file name."""
     valid = valid_vectors()
@@ -145,27 +227,25 @@ def check_shared(valid: dict[str, bytes]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    files = corpus()
     problems = check_shared(valid_vectors())
-    if "--check" in argv:
-        present = (
-            {p.name: p.read_bytes() for p in READER_DIR.glob("*")} if READER_DIR.is_dir() else {}
-        )
-        if present != files:
-            problems.append(
-                f"{READER_DIR} is stale: missing {sorted(set(files) - set(present))}, "
-                f"extra {sorted(set(present) - set(files))}, changed "
-                f"{sorted(k for k in files if k in present and present[k] != files[k])}"
-            )
-    else:
-        READER_DIR.mkdir(parents=True, exist_ok=True)
-        for old in READER_DIR.glob("*"):
+    for directory, files in ((READER_DIR, corpus()), (WORKER_DIR, worker_corpus())):
+        if "--check" in argv:
+            present = {p.name: p.read_bytes() for p in directory.glob("*")}
+            if present != files:
+                problems.append(
+                    f"{directory} is stale: missing {sorted(set(files) - set(present))}, "
+                    f"extra {sorted(set(present) - set(files))}, changed "
+                    f"{sorted(k for k in files if k in present and present[k] != files[k])}"
+                )
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.glob("*"):
             if old.name not in files:
                 old.unlink()
         for name, data in files.items():
-            (READER_DIR / name).write_bytes(data)
+            (directory / name).write_bytes(data)
         digest = hashlib.sha256(b"".join(files[k] for k in sorted(files))).hexdigest()[:16]
-        print(f"wrote {len(files)} seeds to {READER_DIR} (digest {digest})")
+        print(f"wrote {len(files)} seeds to {directory} (digest {digest})")
     for p in problems:
         print(p, file=sys.stderr)
     return 1 if problems else 0
