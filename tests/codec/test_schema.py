@@ -53,6 +53,8 @@ def test_parse_build_sizeof_and_compiled_agree(blob: bytes) -> None:
     assert _schema.HEADER.build(parsed) == blob == _schema.pack(fast)
     assert _schema.HEADER.sizeof() == len(blob) == tsr.HEADER_SIZE == 64
     h = header.decode_raw(blob)
+    built = {"dtype_code" if k == "dtype" else k: v for k, v in fast.items()}
+    assert h == header.Header(**built)  # the fast constructor builds the same dataclass
     assert h.to_bytes() == blob
     assert h.dims == fast["dims"] and h.dtype_code == fast["dtype"]
 
