@@ -62,7 +62,7 @@ ANSWER_TIMEOUT_S = 10.0
 LIMITS = Limits(
     max_request_bytes=2048, max_params_chars=256, max_input_bytes=16 * 1024, max_inputs=4
 )
-TOLERATE_KNOWN = os.environ.get("TSR_FUZZ_KNOWN", "tolerate") != "fail"
+TOLERATE_KNOWN = os.environ.get("TSR_FUZZ_KNOWN", "fail") == "tolerate"
 STATS: Counter[str] = Counter()
 ERROR_CODES = {c.value for c in ErrorCode}
 KINDS = ("file", "file", "file", "file", "file", "link_out", "link_in", "fifo", "dir")

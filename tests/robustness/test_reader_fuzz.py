@@ -260,15 +260,11 @@ NUMPY_UNREACHABLE = [
 
 
 @pytest.mark.parametrize("data", NUMPY_UNREACHABLE)
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: a zero-size header whose other dims exceed NumPy's index range makes "
-    "from_bytes/load raise NumPy's bare ValueError ('array is too big', 'cannot reshape') "
-    "while validate calls the file valid",
-)
 def test_zero_size_shape_beyond_numpy_is_a_tsr_error(data: bytes, tmp_path: Path) -> None:
-    """Reading either works or raises a TSRError, and validate agrees with the reader."""
+    """Found by the reader harness (fixed in 8dcabe9): a zero-size header whose other
+    dims exceed NumPy's index range made from_bytes/load raise NumPy's bare ValueError
+    ('array is too big', 'cannot reshape') while validate called the file valid. Reading
+    now works or raises a TSRError, and validate agrees with the reader."""
     report = validate_bytes(data)
     report.to_dict()  # validate itself copes
     path = tmp_path / "x.tsr"
@@ -322,13 +318,11 @@ def test_cpp_model_accepts_wraparound_files(data: bytes, shape: tuple[int, ...])
 
 
 @pytest.mark.parametrize(("data", "shape"), WRAPS)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validate's cpp verdict says C++ rejects files that the C++ reader accepts "
-    "through int64 wrap-around (a negative total_elements; a shape whose element count "
-    "wraps to total_elements, storage smaller than the shape)",
-)
 def test_cpp_verdict_on_wraparound_files(data: bytes, shape: tuple[int, ...]) -> None:
+    """Found by the reader harness (fixed in 8dcabe9): validate's cpp verdict said C++
+    rejects files that the C++ reader accepts through int64 wrap-around (a negative
+    total_elements; a shape whose element count wraps to total_elements, its storage
+    smaller than its shape)."""
     verdict = cpp_verdict(data[:64], len(data))
     assert verdict.accepts and verdict.shape == shape and verdict.different_tensor
 
