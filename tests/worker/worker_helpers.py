@@ -66,6 +66,7 @@ def spawn(
     env: dict[str, str] | None = None,
 ) -> WorkerProc:
     """Start ``python -m tsr_worker --session-dir DIR ARGS`` and wait for ``running``."""
+    session_dir.parent.mkdir(parents=True, exist_ok=True)
     log = log or session_dir.parent / f"{session_dir.name}.log"
     cmd = [sys.executable, "-m", "tsr_worker", "--session-dir", str(session_dir), *args]
     if not preload:

@@ -166,6 +166,8 @@ class Worker:
         self._recheck_at: float | None = None
         self._malformed_seen: tuple[int, int, int] | None = None
         self._last_request = time.monotonic()
+        if self._dir.gone():  # removed before the watch was in place
+            return ExitReason.DIR_REMOVED
         while True:
             reason = self._pending_exit()
             if reason is not None:
