@@ -93,13 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--idle-ms",
         type=int,
-        default=9000,
-        help="idle time before a request and again before terminate(); the upstream "
-        "back-off reaches 1024 ms sleeps after 7.9 s (default 9000)",
+        default=8000,
+        help="idle time before a request and again before terminate(), plus a phase that "
+        "steps through one 1024 ms window over the repeats (the upstream back-off reaches "
+        "1024 ms sleeps after 7.9 s idle, so where a request lands in the worker's sleep "
+        "decides its wait; default 8000)",
     )
     ap.add_argument("--json", type=Path, help="also write the raw timings here")
     args = ap.parse_args(argv)
 
+    idle_label = f"{args.idle_ms / 1000:g}-{(args.idle_ms + 1024) / 1000:g} s idle"
     cxx = find_cxx()
     if cxx is None:
         print("no C++ compiler found ($CXX, c++, g++, clang++): nothing to benchmark")
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         def note(mode: str, name: str, text: str) -> None:
             notes[mode].setdefault(name, []).append(text)
 
-        for _ in range(args.repeat):
+        for rep in range(args.repeat):
+            phase_ms = int((rep + 0.5) * 1024 / args.repeat)
             for mode in MODES:
                 t0 = time.monotonic()
                 full, left = run_once(
@@ -137,19 +141,19 @@ def main(argv: list[str] | None = None) -> int:
                 add(mode, "fetch_tensor: max of the commands", max(fetches))
                 note(mode, "client checks", "ok" if not full.failures() else str(full.failures()))
                 note(mode, "workers left after exit", str(len(left)))
-                for idle in (0, args.idle_ms):
+                for idle, what in ((0, "no idle"), (args.idle_ms + phase_ms, idle_label)):
                     term, left = run_once(
                         build, base, mode=mode, layout=args.layout, scenario="terminate",
                         extra=["--idle-ms", str(idle)],
                     )  # fmt: skip
                     if idle:
-                        add(mode, f"fetch_response after {idle} ms idle",
-                            term.step_ms("fetch_response:hello_after_idle"))  # fmt: skip
-                    label = f"terminate after {idle} ms idle"
-                    add(mode, label, term.step_ms("terminate"))
-                    note(mode, f"status 500 ms after terminate ({idle} ms idle)",
+                        wait_ms = term.step_ms("fetch_response:hello_after_idle")
+                        add(mode, f"fetch_response after {what}", wait_ms)
+                        note(mode, f"fetch_response after {what} (each run)", f"{wait_ms:.0f}")
+                    add(mode, f"terminate after {what}", term.step_ms("terminate"))
+                    note(mode, f"status 500 ms after terminate ({what})",
                          term.texts.get("status_after_terminate", "?"))  # fmt: skip
-                    note(mode, f"workers left after terminate ({idle} ms idle)", str(len(left)))
+                    note(mode, f"workers left after terminate ({what})", str(len(left)))
 
     rows = [
         "construct", "start", "send_tensor:design.a", "send_tensor:design.b",
@@ -159,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         "recv_tensor:tensor_square", "fetch_response:bad_arity",
         "fetch_response:good_after_bad_arity", "fetch_tensor:bad_request_timeout",
         "fetch_tensor:good_after_bad", "please_exit", "please_exit_until_terminated",
-        "destructor", f"fetch_response after {args.idle_ms} ms idle",
-        "terminate after 0 ms idle", f"terminate after {args.idle_ms} ms idle",
+        "destructor", f"fetch_response after {idle_label}",
+        "terminate after no idle", f"terminate after {idle_label}",
         "whole full scenario (wall)",
     ]  # fmt: skip
     width = max(len(r) for r in rows) + 2
@@ -172,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r:{width}s}{cells}")
     print()
     for name in notes["ours"]:
-        cells = "".join(f"{','.join(notes[m].get(name, [])):>15s}" for m in MODES)
-        print(f"{name:{width}s}{cells}")
+        print(name)
+        for m in MODES:
+            print(f"    {m:15s} {' '.join(notes[m].get(name, []))}")
     if args.json:
         args.json.write_text(json.dumps({"steps": steps, "notes": notes}, indent=1))
     return 0

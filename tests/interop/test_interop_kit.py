@@ -189,3 +189,15 @@ def test_read_result_parser_rejects_garbage() -> None:
     r = CppRead.parse("reject: Invalid ndim value: 5. Must be between 0 and 4")
     assert not r.accepted
     assert r.message.startswith("Invalid ndim")
+
+
+def test_reject_lines_stay_one_line_per_file(kit: CppKit, tmp_path: Path) -> None:
+    # The magic message quotes the file's raw bytes: the CLI escapes the unprintable ones,
+    # so a batch read still gives one line per file.
+    good = tmp_path / "good.tsr"
+    assert kit.write("FP32", good, "ramp", [3, 4])[0] == 0
+    bad = tmp_path / "bad.tsr"
+    bad.write_bytes(b"T\nR\xff" + good.read_bytes()[4:])
+    lines = kit.read_lines([bad, good])
+    assert lines[0] == ("reject: Invalid TSR file magic number. Expected 'TSR!', got: T\\x0aR\\xff")
+    assert lines[1].startswith("accept: FP32 (3,4) numel=12 ")

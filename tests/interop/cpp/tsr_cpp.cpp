@@ -2,7 +2,7 @@
 //
 //   tsr_cpp read FILE...        one line per file, in order:
 //       accept: <DTYPE> <shape> numel=N sha256=<sha256 of the read tensor's bytes> sum=S
-//       reject: <message of the exception import_tensor threw>
+//       reject: <message of the exception import_tensor threw, non-printable bytes as \xNN>
 //   tsr_cpp values FILE         the read line, then (on accept) one line per element:
 //                               FP32 "<8 hex digits of the bits> <%.9g>", INT8/INT32 "<int>"
 //   tsr_cpp write DTYPE OUT SOURCE [DIMS...]
@@ -52,6 +52,22 @@ std::string accept_line(const Tensor& t) {
          " sha256=" + trkit::Sha256::hex(t.data(), t.memory_size()) + " sum=" + format_sum(t);
 }
 
+// One output line per file: bytes outside printable ASCII (and the backslash) in a message
+// (the magic message quotes the file's raw bytes) are written as \xNN.
+std::string printable(const std::string& s) {
+  std::string out;
+  char buf[8];
+  for (unsigned char c : s) {
+    if (c < 0x20 || c >= 0x7f || c == '\\') {
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 // Returns the read line; fills `out` on accept.
 std::string read_one(const std::string& path, Tensor* out) {
   try {
@@ -60,7 +76,7 @@ std::string read_one(const std::string& path, Tensor* out) {
     if (out) *out = std::move(t);
     return line;
   } catch (const std::exception& e) {
-    return std::string("reject: ") + e.what();
+    return "reject: " + printable(e.what());
   }
 }
 
