@@ -28,7 +28,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProc]:
     d = ws / "python_session" / "tr_session_shared"
     d.mkdir(parents=True)
     (ws / "python_session" / "sentinel.tsr").write_bytes(b"do not touch")
-    w = spawn(d, "--commands", str(PLUGIN), "--idle-timeout", "600", *SHARED_LIMITS, preload=True)
+    log = tmp_path_factory.mktemp("logs") / "shared.log"
+    w = spawn(
+        d, "--commands", str(PLUGIN), "--idle-timeout", "600", *SHARED_LIMITS,
+        log=log, preload=True,
+    )  # fmt: skip
     try:
         yield w
     finally:
