@@ -201,15 +201,19 @@ class Session:
         """Wait until :meth:`is_alive` is false; False on a time-out."""
         return self._wait(lambda: not self.is_alive(), timeout_ms, backoff=False)
 
-    def close(self) -> None:
-        """Stop the worker (status ``exit``, then SIGTERM, then SIGKILL, each after a
-        wait) and remove the session directory. Idempotent."""
+    def close(self, step_ms: int = 2000) -> None:
+        """Stop the worker and remove the session directory. Idempotent.
+
+        Politely, then firmly: status ``exit``; after ``step_ms`` SIGTERM (which still
+        lets the current request finish); after ``step_ms`` more SIGKILL.
+        """
         proc = self.process
         if proc is not None and proc.poll() is None:
+            wait_s = step_ms / 1000
             steps: list[tuple[str, Callable[[], None], float]] = [
-                ("status exit", lambda: self._write_status(protocol.EXIT), 2.0),
-                ("SIGTERM", lambda: proc.send_signal(signal.SIGTERM), 2.0),
-                ("SIGKILL", proc.kill, 5.0),
+                ("status exit", lambda: self._write_status(protocol.EXIT), wait_s),
+                ("SIGTERM", lambda: proc.send_signal(signal.SIGTERM), wait_s),
+                ("SIGKILL", proc.kill, 10.0),
             ]
             for what, action, wait_s in steps:
                 with contextlib.suppress(OSError):
