@@ -409,6 +409,12 @@ def malformed_kinds(outside: Path) -> dict[str, tuple[str, Callable[[Client], by
             f.truncate(64 + 100 * 10**9)
         return req("relu", "a")
 
+    def request_symlink(c: Client) -> None:
+        os.symlink(outside, c.dir / "request.json")  # a link planted as request.json
+
+    def request_directory(c: Client) -> None:
+        (c.dir / "request.json").mkdir()
+
     def half_written_garbage(c: Client) -> None:
         with open(c.dir / "request.json", "wb") as f:  # in place, never completed
             f.write(b'{"cmd": "relu", "par')
@@ -444,6 +450,8 @@ def malformed_kinds(outside: Path) -> dict[str, tuple[str, Callable[[Client], by
         "request_too_large": ("request_too_large", files(req("hello", "x" * 70_000))),
         "params_too_long": ("params_too_long", files(req("hello", "x" * 5000))),
         "half_written_never_completed": ("bad_request", half_written_garbage),
+        "request_is_symlink_to_outside": ("bad_request", request_symlink),
+        "request_is_directory": ("bad_request", request_directory),
     }  # fmt: skip
 
 
