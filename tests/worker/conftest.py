@@ -17,9 +17,10 @@ SHARED_LIMITS = (
 """Small limits on the shared worker, so that each breach is cheap to provoke."""
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProc]:
-    """A worker (torch preloaded, test commands, small limits) shared by a module's tests.
+    """A worker (torch preloaded, test commands, small limits) shared by the tests that
+    need no worker of their own (importing torch is most of a worker's start-up cost).
 
     Its workspace has a sentinel file beside the session directory, for the tests that
     check nothing outside the session is touched.

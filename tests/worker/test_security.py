@@ -68,6 +68,7 @@ def test_symlinked_result_and_temp_names_are_replaced_not_followed(
     victims = {name: tmp_path / f"victim_{name}" for name in ("r.tsr", "response.tmp")}
     for name, victim in victims.items():
         victim.write_bytes(b"original")
+        (sdir / name).unlink(missing_ok=True)
         os.symlink(victim, sdir / name)
     tsr.torch.save(sdir / "a.tsr", torch.ones(2, 2))
     assert ask(sdir, RELU.format("a")) == {"cmd": "relu", "params": "r"}

@@ -23,8 +23,6 @@ here (the workspace made absolute).
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import logging
 import os
 import signal
@@ -117,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_commands(spec: str) -> None:
     """Import a module name or a ``.py`` file, so that its ``@command``s register."""
+    import importlib
+    import importlib.util
+
     if spec.endswith(".py") or os.sep in spec:
         path = os.path.abspath(spec)
         mod_name = "tsr_worker_commands_" + os.path.splitext(os.path.basename(path))[0]

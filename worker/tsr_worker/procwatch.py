@@ -13,8 +13,8 @@ the shell), and by the time the worker's first line runs the shell is usually go
 2. The parent is in our process group and is not a shell: it started us directly
    (``fork``/``exec``, ``subprocess.Popen``), so watch it.
 3. Otherwise (re-parented, or the parent is the shell of ``system()``): every other
-   process of our process group, except other workers (command line mentions
-   ``tsr_worker``) and pid 1. When all of them have exited, the job that launched the
+   process of our process group, except other workers (``python -m tsr_worker`` or the
+   ``tsr-worker`` script) and pid 1. When all of them have exited, the job that launched the
    worker is over.
 
 Rule 3 is exact when the C++ program leads its process group (started from an
@@ -31,6 +31,7 @@ against pid reuse) at most every :data:`FALLBACK_CHECK_S` seconds.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterable
 
@@ -58,12 +59,15 @@ def _stat(pid: int) -> tuple[str, int, int, int] | None:
 
 
 def _is_worker(pid: int) -> bool:
+    """A worker: ``python -m tsr_worker ...`` or the ``tsr-worker`` script."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
+            argv = f.read().split(b"\0")
     except OSError:
         return False
-    return b"tsr_worker" in cmdline or b"tsr-worker" in cmdline
+    if any(a == b"-m" and b == b"tsr_worker" for a, b in itertools.pairwise(argv)):
+        return True
+    return any(os.path.basename(a) == b"tsr-worker" for a in argv[:2])
 
 
 def discover_client(client_pid: int | None = None) -> list[int]:
