@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from worker_helpers import WorkerProc, ask, spawn, tree
+from worker_helpers import WorkerProc, ask, spawn, tree, wait_for
 
 import tsr
 import tsr.torch
@@ -157,9 +157,9 @@ def test_a_run_of_bad_requests_leaves_the_workspace_untouched(
     ]:
         if "tensor_square" in msg:
             (sdir / "request.json").write_text(msg)
-            while (sdir / "request.json").exists():
-                time.sleep(0.001)
+            wait_for(lambda: (sdir / "status.txt").read_text().startswith("error:"), 10)
             assert (sdir / "status.txt").read_text().startswith("error:missing_input")
+            assert not (sdir / "request.json").exists()
             (sdir / "status.txt").write_text("running")
             continue
         assert ask(sdir, msg)["params"] == "invalid"

@@ -36,7 +36,12 @@ from .config import DEFAULT_IDLE_TIMEOUT_S, Limits, WorkerConfig, resolve_worksp
 __all__ = ["build_parser", "load_commands", "main", "write_launcher"]
 
 LOG_FORMAT = "%(asctime)s tsr-worker[%(process)d] %(levelname)s %(message)s"
-_LIMIT_OPTIONS = ("max_request_bytes", "max_params_chars", "max_input_bytes", "max_inputs")
+_LIMIT_OPTIONS = {
+    "max_request_bytes": "largest request.json, bytes",
+    "max_params_chars": "longest params, characters",
+    "max_input_bytes": "largest input .tsr file, bytes",
+    "max_inputs": "most tensor tags in one request",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,12 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="import this module (or .py file) to register extra commands; repeatable",
     )
     defaults = Limits()
-    for name in _LIMIT_OPTIONS:
+    for name, what in _LIMIT_OPTIONS.items():
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=int,
             metavar="N",
-            help=f"default {getattr(defaults, name)}",
+            help=f"{what} (default {getattr(defaults, name)})",
         )
     p.add_argument(
         "--threads",

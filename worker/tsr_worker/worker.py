@@ -96,6 +96,12 @@ class Worker:
         """``inotify`` or ``poll`` once running."""
         self.client_pids: tuple[int, ...] = ()
         """The processes watched for the client's death, once running."""
+        # What the loop has to look at; all true at start (an initial scan).
+        self._check_flag = self._check_status = self._request_hint = True
+        self._request_complete = False  # request.json was seen fully written
+        self._recheck_at: float | None = None  # when to read a malformed request again
+        self._malformed_seen: tuple[int, int, int] | None = None  # (ino, size, mtime)
+        self._last_request = time.monotonic()
 
     # ------------------------------------------------------------------ control
 
@@ -108,9 +114,15 @@ class Worker:
     def run(self) -> ExitReason:
         """Serve until a reason to leave; ``terminated`` is the last status written
         (unless the directory is gone, which is never re-created)."""
-        self._dir = SessionDir.open(self.config.session_dir, create=True)
+        # The client first: before anything else can let it think we are up and go away.
+        client = ProcessWatch(discover_client(self.config.client_pid))
+        self.client_pids = client.pids
+        try:
+            self._dir = SessionDir.open(self.config.session_dir, create=True)
+        except BaseException:
+            client.close()
+            raise
         reason = ExitReason.STOPPED
-        client: ProcessWatch | None = None
         waiter: Waiter | None = None
         try:
             if (self._dir.read_text(protocol.STATUS) or "").strip() != protocol.READY:
@@ -120,8 +132,6 @@ class Worker:
                     target=self._preload, name="tsr-worker-preload", daemon=True
                 )
                 self._preload_thread.start()
-            client = ProcessWatch(discover_client(self.config.client_pid))
-            self.client_pids = client.pids
             waiter = self._make_waiter(client)
             self._waiter = waiter
             self.waiter_name = waiter.name
@@ -140,8 +150,7 @@ class Worker:
                     self._write_status(protocol.TERMINATED)
             if waiter is not None:
                 waiter.close()
-            if client is not None:
-                client.close()
+            client.close()
             self._dir.close()
             self._stop.close()
         return reason
@@ -160,11 +169,6 @@ class Worker:
     # ------------------------------------------------------------------ the loop
 
     def _loop(self) -> ExitReason:
-        self._check_flag = self._check_status = True
-        self._request_hint = True
-        self._request_complete = False
-        self._recheck_at: float | None = None
-        self._malformed_seen: tuple[int, int, int] | None = None
         self._last_request = time.monotonic()
         if self._dir.gone():  # removed before the watch was in place
             return ExitReason.DIR_REMOVED
