@@ -66,6 +66,8 @@ def test_tensors_and_errors(tmp_path: Path) -> None:
             s.fetch_tensor('{"cmd": "split_sign", "params": "x"}')
         with pytest.raises(ProtocolError):
             s.send_tensor(torch.ones(1), "../x")
+        with pytest.raises(SessionError, match="names no tensor"):
+            s.fetch_tensor('{"cmd": "hello", "params": "world"}')
         s.please_exit()
         assert s.join(5000) and read_status(Path(s.session_dir)) == "terminated"
 

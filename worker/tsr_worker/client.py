@@ -351,11 +351,17 @@ class Session:
     def _tensors(self, msg: str, params: str, timeout_ms: int) -> list[torch.Tensor]:
         if params == protocol.INVALID:
             raise WorkerError(msg, self.last_error)
+        try:
+            tags = protocol.split_tags(params)
+        except protocol.ProtocolError:
+            tags = []
+        if not tags:
+            raise SessionError(f"reply {params!r} to {msg[:200]!r} names no tensor")
         import tsr.torch
 
         out = []
-        for tag in params.split(","):
-            path = self._path(check_tag(tag) + protocol.TENSOR_SUFFIX)
+        for tag in tags:
+            path = self._path(tag + protocol.TENSOR_SUFFIX)
             if not self._wait(_nonempty_check(path), timeout_ms, backoff=False):
                 raise SessionTimeoutError(self._timeout_text(path, timeout_ms))
             out.append(tsr.torch.load(path, mmap=False))

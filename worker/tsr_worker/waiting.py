@@ -50,6 +50,8 @@ __all__ = [
 WATCHED_NAMES = frozenset(
     {protocol.REQUEST, protocol.RESPONSE, protocol.STATUS, protocol.EXIT_FLAG}
 )
+_WATCHED_RAW = {os.fsencode(n): n for n in WATCHED_NAMES}
+
 """The names whose changes end a wait; events on other names (the worker's own temporary
 and result files, input tensors) are read and dropped."""
 
@@ -119,7 +121,6 @@ class StopPipe:
 
 # ----------------------------------------------------------------------------- inotify
 
-IN_MODIFY = 0x2
 IN_CLOSE_WRITE = 0x8
 IN_MOVED_FROM = 0x40
 IN_MOVED_TO = 0x80
@@ -136,13 +137,15 @@ IN_CLOEXEC = 0o2000000
 _EVENT = struct.Struct("iIII")
 
 SESSION_MASK = (
-    IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE
+    IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE
     | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 )  # fmt: skip
+"""No IN_MODIFY: one event per write() of every tensor would cost more than it tells. A
+file written in place is seen created (being written) and then closed (complete)."""
 PARENT_MASK = IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 _SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
 _COMPLETE = IN_CLOSE_WRITE | IN_MOVED_TO
-_WRITING = IN_CREATE | IN_MODIFY
+_WRITING = IN_CREATE
 
 
 class InotifyUnavailableError(OSError):
@@ -185,14 +188,15 @@ def _add_watch(ino_fd: int, path: str, mask: int) -> int:
     return wd
 
 
-def _events(buf: bytes) -> Iterator[tuple[int, int, str]]:
-    """``(wd, mask, name)`` of each event in a read buffer."""
+def _events(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """``(wd, mask, name)`` of each event in a read buffer (names as raw bytes: most
+    events are the worker's and client's own temporary files, compared, never decoded)."""
     pos = 0
-    while pos + _EVENT.size <= len(buf):
+    size = _EVENT.size
+    while pos + size <= len(buf):
         wd, mask, _cookie, length = _EVENT.unpack_from(buf, pos)
-        raw = buf[pos + _EVENT.size : pos + _EVENT.size + length]
-        pos += _EVENT.size + length
-        yield wd, mask, os.fsdecode(raw.rstrip(b"\0"))
+        yield wd, mask, buf[pos + size : pos + size + length].rstrip(b"\0")
+        pos += size + length
 
 
 class _Deadline:
@@ -266,7 +270,7 @@ class InotifyWaiter(_Base):
         try:
             self._wd = _add_watch(fd, session.proc_path("."), SESSION_MASK)
             self._parent_wd = -1
-            self._basename = os.path.basename(session.path)
+            self._basename = os.fsencode(os.path.basename(session.path))
             parent_fd = session.take_parent_fd()
             if parent_fd is not None:
                 try:
@@ -304,15 +308,16 @@ class InotifyWaiter(_Base):
                 buf = os.read(self._fd, 65536)
             except BlockingIOError:
                 break
-            for wd, mask, name in _events(buf):
+            for wd, mask, raw in _events(buf):
                 if mask & IN_Q_OVERFLOW:  # events lost: everything may have changed
                     names |= WATCHED_NAMES
                     state.clear()
                     check_gone = True
                 elif wd == self._wd:
+                    name = _WATCHED_RAW.get(raw)
                     if mask & _SELF_GONE:
                         check_gone = True
-                    elif name in WATCHED_NAMES:
+                    elif name is not None:
                         names.add(name)
                         if mask & _COMPLETE:
                             state[name] = True
@@ -322,7 +327,7 @@ class InotifyWaiter(_Base):
                             state.pop(name, None)
                     elif self._parent_wd < 0 and mask & IN_DELETE:
                         check_gone = True  # no parent watch: a removal may be under way
-                elif wd == self._parent_wd and (name == self._basename or mask & _SELF_GONE):
+                elif wd == self._parent_wd and (raw == self._basename or mask & _SELF_GONE):
                     check_gone = True
         if check_gone and self._session.gone():
             return Wake(WakeKind.DIR_GONE)
