@@ -31,7 +31,8 @@ Method (also printed with the results):
   host, the cost of a big allocation otherwise depends on what ran before it.
 * The CPU share other processes used during each size's rounds is printed with its table:
   figures taken on a busy machine are noisier (the min then tells more than the median).
-* Median and min are over the rounds; ratios are median over the reference's median.
+* Median and min are over the rounds; a ratio is the median over rounds of the case's time
+  over its reference's time in the same round (paired, so drift cancels out).
 
 Files go to a temporary directory (under /tmp by default, or under ``--dir``) that is
 removed at the end.
@@ -310,6 +311,14 @@ class Case:
     @property
     def min(self) -> float:
         return min(self.samples)
+
+    def ratio(self, ref: Case) -> float:
+        """Median over rounds of this case's time / the reference's in the same round.
+
+        Paired by round, so that slow drift (a neighbour's burst of work lasting seconds)
+        cancels out; the two cases ran a few cases apart in each round.
+        """
+        return statistics.median(a / b for a, b in zip(self.samples, ref.samples, strict=True))
 
 
 def prefault(nbytes: int) -> None:
@@ -672,7 +681,7 @@ def print_table(sr: SizeRun, rounds: int) -> None:
             print(f"{titles[group]}:")
         ratio = ""
         if c.ref is not None and c.ref in by_key:
-            ratio = f"{c.median / by_key[c.ref].median:.2f}"
+            ratio = f"{c.ratio(by_key[c.ref]):.2f}"
         mem = ""
         if c.peak is not None:
             mem = fmt_bytes(c.peak)
@@ -689,7 +698,7 @@ def verdict(ok: bool) -> str:
 
 def print_targets(runs: list[SizeRun]) -> None:
     print()
-    print("== targets (median figures; min in brackets) ==")
+    print("== targets (medians; ratios: median of per-round ratios, [ratio of the mins]) ==")
 
     def get(sr: SizeRun, key: str) -> Case | None:
         return next((c for c in sr.cases if c.key == key), None)
@@ -716,7 +725,7 @@ def print_targets(runs: list[SizeRun]) -> None:
             c, r = get(sr, key), get(sr, ref)
             if c is None or r is None:
                 continue
-            ratio = c.median / r.median
+            ratio = c.ratio(r)
             ok &= ratio <= 1.0
             text = f"{size_label(sr.nbytes)} {ratio:.2f}× [{c.min / r.min:.2f}×]"
             if c.peak is not None and sr.nbytes >= MIB:
@@ -790,13 +799,14 @@ def print_method(prefault_on: bool) -> None:
         "Method: each sample starts after an untimed os.sync() (no pending writeback).\n"
         "'new path' saves start with the target absent; 'over existing' saves start with a\n"
         "same-size file written and synced (clean, on disk) at the target; outputs are\n"
-        "unlinked after each sample. Loads read sources written and synced once per size, from\n"
-        "a warm page cache (nothing dropped). Cases run in rounds with the order rotated every\n"
-        "round; below 64 MiB a first warm-up round is discarded (the smaller sizes, run first,\n"
-        "warm up the code paths for the big ones). µs-scale calls are timed in batches (per-call\n"
-        "time). Median/min over rounds; ×ref = median / reference median. Peak RSS growth:\n"
-        "one fresh subprocess per case, warm-up call on a 4 KiB input, VmHWM reset via\n"
-        "/proc/self/clear_refs, growth = VmHWM after the call - VmHWM before."
+        "unlinked after each sample. Loads read sources written and synced once per size,\n"
+        "from a warm page cache (nothing dropped). Cases run in rounds with the order rotated\n"
+        "every round; below 64 MiB a first warm-up round is discarded (the smaller sizes, run\n"
+        "first, warm up the code paths for the big ones). µs-scale calls are timed in batches\n"
+        "(per-call time). Median/min over rounds; ×ref = median over rounds of (time / the\n"
+        "reference's time in the same round). Peak RSS growth: one fresh subprocess per\n"
+        "case, warm-up call on a 4 KiB input, VmHWM reset via /proc/self/clear_refs,\n"
+        "growth = VmHWM after the call - VmHWM before."
     )
     if prefault_on:
         print(
