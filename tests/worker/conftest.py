@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from worker_helpers import PLUGIN, WorkerProc, spawn
+
+from .worker_helpers import PLUGIN, WorkerProc, spawn
 
 SHARED_LIMITS = (
     "--max-request-bytes", "4096",

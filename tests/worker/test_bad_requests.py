@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tsr_worker import Worker, WorkerConfig
+from tsr_worker.config import WaitMode
 from tsr_worker.protocol import cpp_read_params
-from worker_helpers import WorkerProc, ask, send, take_response, wait_for
 
 import tsr
 import tsr.torch
+
+from .worker_helpers import WorkerProc, ask, send, take_response, wait_for
 
 torch = pytest.importorskip("torch")
 
@@ -187,3 +191,38 @@ def test_request_json_directory_is_answered_once_and_not_spun_on(
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
+
+
+def test_result_name_taken_by_a_directory(sdir: Path) -> None:
+    (sdir / "r.tsr").unlink(missing_ok=True)
+    (sdir / "r.tsr").mkdir()
+    tsr.torch.save(sdir / "a.tsr", torch.ones(2))
+    reply = ask(sdir, '{"cmd": "relu", "params": "a"}')
+    assert reply["error"] == {
+        "code": "result_unwritable",
+        "message": "cannot write r.tsr: a directory has its name",
+    }
+    (sdir / "r.tsr").rmdir()
+    assert not [p for p in sdir.iterdir() if p.name.startswith(".")], "temporary file left"
+
+
+@pytest.mark.parametrize("wait", ["inotify", "poll"])
+def test_unremovable_request_is_answered_once_in_both_modes(tmp_path: Path, wait: WaitMode) -> None:
+    d = tmp_path / "s"
+    worker = Worker(WorkerConfig(str(d), client_pid=0, preload=False, wait=wait))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: worker.waiter_name != "")
+        for _ in range(3):  # also right after an answer, while the worker is warm
+            send(d, b"{not json")
+            take_response(d)
+            (d / "request.json").mkdir()
+            take_response(d)
+            time.sleep(0.3)  # ten polls at least
+            assert not (d / "response.json").exists(), "answered again"
+            (d / "request.json").rmdir()
+        assert ask(d, '{"cmd": "hi", "params": "done"}')["params"] == "Hi Done"
+    finally:
+        worker.stop()
+        thread.join(10)

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_helpers import ask, read_status, send, take_response, wait_for
 
 import tsr
 import tsr.torch
+
+from .worker_helpers import ask, read_status, send, take_response, wait_for
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

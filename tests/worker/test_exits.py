@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from tsr_worker import ExitReason, Worker, WorkerConfig
 from tsr_worker.config import WaitMode
-from worker_helpers import PLUGIN, WorkerProc, ask, read_status, send, spawn, wait_for
+
+from .worker_helpers import PLUGIN, WorkerProc, ask, read_status, send, spawn, wait_for
 
 
 @pytest.fixture

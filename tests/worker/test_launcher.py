@@ -13,10 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from worker_helpers import ask, read_status, send, wait_for
 
 import tsr
 import tsr.torch
+
+from .worker_helpers import ask, read_status, send, wait_for
 
 torch = pytest.importorskip("torch")
 

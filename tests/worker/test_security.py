@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from worker_helpers import WorkerProc, ask, spawn, tree, wait_for
 
 import tsr
 import tsr.torch
+
+from .worker_helpers import WorkerProc, ask, spawn, tree, wait_for
 
 torch = pytest.importorskip("torch")
 

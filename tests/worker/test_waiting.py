@@ -22,7 +22,8 @@ from tsr_worker.waiting import (
     WakeKind,
     inotify_available,
 )
-from worker_helpers import ctx_switches, read_status, send, spawn, wait_for
+
+from .worker_helpers import ctx_switches, read_status, send, spawn, wait_for
 
 needs_inotify = pytest.mark.skipif(not inotify_available(), reason="no inotify")
 

@@ -88,6 +88,7 @@ class ErrorCode(str, Enum):
     INPUT_TOO_LARGE = "input_too_large"
     COMPUTATION_FAILED = "computation_failed"
     BAD_RESULT = "bad_result"
+    RESULT_UNWRITABLE = "result_unwritable"
     UNSAFE_REPLY = "unsafe_reply"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"

@@ -101,6 +101,7 @@ class Worker:
         self._request_complete = False  # request.json was seen fully written
         self._recheck_at: float | None = None  # when to read a malformed request again
         self._malformed_seen: tuple[int, int, int] | None = None  # (ino, size, mtime)
+        self._unremovable: tuple[int, ...] | None = None  # answered, could not be removed
         self._last_request = time.monotonic()
 
     # ------------------------------------------------------------------ control
@@ -254,19 +255,34 @@ class Worker:
         found = self._dir.lstat(protocol.REQUEST)
         if found is None:
             return None
+        if _fingerprint(found) == self._unremovable:
+            return None  # answered already; it stays until it changes
+        self._unremovable = None
+        answered, reason = self._serve(found, complete)
+        after = self._dir.lstat(protocol.REQUEST)
+        if answered and after is not None and after.st_ino == found.st_ino:
+            log.error("%s cannot be removed; ignored until it changes", protocol.REQUEST)
+            self._unremovable = _fingerprint(after)
+            self._request_hint = False
+        return reason
+
+    def _serve(self, found: os.stat_result, complete: bool) -> tuple[bool, ExitReason | None]:
+        """Read, execute and answer the request file ``found``; (answered, exit reason)."""
         try:
             data, st = self._dir.read_small(protocol.REQUEST, self.config.limits.max_request_bytes)
         except FileNotFoundError:
-            return None
-        except TooLargeError as exc:
-            info = ErrorInfo(ErrorCode.REQUEST_TOO_LARGE.value, str(exc.strerror))
-            return self._answer_bad_file(info, found.st_ino)
-        except NotRegularFileError as exc:
-            info = ErrorInfo(ErrorCode.BAD_REQUEST.value, f"{exc.strerror}; it is not read")
-            return self._answer_bad_file(info, found.st_ino)
+            return False, None
+        except (TooLargeError, NotRegularFileError) as exc:
+            if isinstance(exc, TooLargeError):
+                info = ErrorInfo(ErrorCode.REQUEST_TOO_LARGE.value, str(exc.strerror))
+            else:
+                info = ErrorInfo(ErrorCode.BAD_REQUEST.value, f"{exc.strerror}; it is not read")
+            self._request_hint = True
+            answer = self._log_failure(_failure("", info), protocol.REQUEST)
+            return True, self._deliver(answer, found.st_ino)
         except OSError as exc:
             log.error("cannot read %s: %s", protocol.REQUEST, exc)
-            return None
+            return False, None
         try:
             request: Request | ProtocolError = protocol.parse_request(
                 data, max_params_chars=self.config.limits.max_params_chars
@@ -276,7 +292,7 @@ class Worker:
             if not complete and key != self._malformed_seen:
                 self._malformed_seen = key  # maybe half written: look again shortly
                 self._recheck_at = time.monotonic() + RECHECK_S
-                return None
+                return False, None
             request = exc
         self._malformed_seen = None
         self._recheck_at = None
@@ -284,13 +300,12 @@ class Worker:
         self._waiter.activity()
         self._request_hint = True
         if isinstance(request, ProtocolError):
-            return self._deliver(
-                self._log_failure(_failure("", request.info), data[:200]), st.st_ino
-            )
+            answer = self._log_failure(_failure("", request.info), data[:200])
+            return True, self._deliver(answer, st.st_ino)
         if request.name == "exit":
             log.info("exit requested")
             self._dir.unlink(protocol.REQUEST, ino=st.st_ino)
-            return ExitReason.EXIT_COMMAND
+            return True, ExitReason.EXIT_COMMAND
         started = time.perf_counter()
         answer = self._execute(request)
         log.debug(
@@ -302,18 +317,7 @@ class Worker:
         )
         if answer.error is not None:
             self._log_failure(answer, data[:200])
-        return self._deliver(answer, st.st_ino)
-
-    def _answer_bad_file(self, info: ErrorInfo, ino: int) -> ExitReason | None:
-        """Answer a ``request.json`` that cannot be read as a request, and remove it."""
-        self._request_hint = True
-        answer = self._log_failure(_failure("", info), protocol.REQUEST)
-        reason = self._deliver(answer, ino)
-        st = self._dir.lstat(protocol.REQUEST)
-        if st is not None and st.st_ino == ino:  # could not remove it (a directory?)
-            log.error("%s cannot be removed; waiting for it to change", protocol.REQUEST)
-            self._request_hint = False
-        return reason
+        return True, self._deliver(answer, st.st_ino)
 
     def _log_failure(self, answer: _Answer, what: object) -> _Answer:
         assert answer.error is not None
@@ -474,7 +478,11 @@ class Worker:
             except tsr.TSRError as exc:
                 info = ErrorInfo(ErrorCode.BAD_RESULT.value, f"result {tag}: {exc}")
             except OSError as exc:
-                info = ErrorInfo(ErrorCode.INTERNAL_ERROR.value, f"cannot write {tag}.tsr: {exc}")
+                what = "a directory has its name" if isinstance(exc, IsADirectoryError) else ""
+                info = ErrorInfo(
+                    ErrorCode.RESULT_UNWRITABLE.value,
+                    f"cannot write {tag}.tsr: {what or exc.strerror}",
+                )
             else:
                 continue
             failed = replace(_failure(answer.cmd, info), via_status=answer.via_status)
@@ -545,6 +553,11 @@ def _import_torch_modules(threads: int) -> ModuleType:
     torch.nn.functional.conv2d(x, torch.ones(1, 1, 3, 3))
     torch.nn.functional.conv_transpose2d(x, torch.ones(1, 1, 3, 3), stride=2, padding=1)
     return torch
+
+
+def _fingerprint(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced or rewritten (inode numbers are reused)."""
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _valid_name(name: str) -> bool:

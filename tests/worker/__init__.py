@@ -1,0 +1,1 @@
+"""Tests of the reference worker (tsr_worker)."""
