@@ -16,7 +16,7 @@ import os
 import stat
 from typing import BinaryIO
 
-__all__ = ["NotRegularFileError", "SessionDir", "TooLargeError"]
+__all__ = ["NotRegularFileError", "SessionDir", "TooLargeError", "identity"]
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -184,16 +184,23 @@ class SessionDir:
             os.close(fd)
         os.rename(tmp_name, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
-    def unlink(self, name: str, *, ino: int | None = None) -> bool:
-        """Remove ``name`` (a link itself, never its target); with ``ino``, only if
-        ``name`` is still that inode. True if something was removed; False if not
-        (gone already, replaced, or not removable: a directory, no permission)."""
+    def unlink(self, name: str, *, expect: os.stat_result | None = None) -> bool:
+        """Remove ``name`` (a link itself, never its target); with ``expect``, only if
+        ``name`` is still that very file (:func:`identity`). True if something was
+        removed; False if not (gone already, replaced or rewritten, or not removable: a
+        directory, no permission)."""
         try:
-            if ino is not None:
+            if expect is not None:
                 st = self.lstat(name)
-                if st is None or st.st_ino != ino:
+                if st is None or identity(st) != identity(expect):
                     return False
             os.unlink(name, dir_fd=self.fd)
         except OSError:
             return False
         return True
+
+
+def identity(st: os.stat_result) -> tuple[int, ...]:
+    """What tells one file from another under the same name: inode numbers are reused at
+    once, so type, modification and change times are part of it."""
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)

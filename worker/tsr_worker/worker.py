@@ -30,7 +30,7 @@ from .config import WorkerConfig
 from .procwatch import ProcessWatch, discover_client
 from .protocol import ErrorCode, ErrorInfo, ProtocolError, Reply, Request
 from .registry import DEFAULT, Command, Registry
-from .sessiondir import NotRegularFileError, SessionDir, TooLargeError
+from .sessiondir import NotRegularFileError, SessionDir, TooLargeError, identity
 from .waiting import (
     InotifyUnavailableError,
     InotifyWaiter,
@@ -255,14 +255,14 @@ class Worker:
         found = self._dir.lstat(protocol.REQUEST)
         if found is None:
             return None
-        if _fingerprint(found) == self._unremovable:
+        if identity(found) == self._unremovable:
             return None  # answered already; it stays until it changes
         self._unremovable = None
         answered, reason = self._serve(found, complete)
         after = self._dir.lstat(protocol.REQUEST)
-        if answered and after is not None and after.st_ino == found.st_ino:
+        if answered and after is not None and identity(after) == identity(found):
             log.error("%s cannot be removed; ignored until it changes", protocol.REQUEST)
-            self._unremovable = _fingerprint(after)
+            self._unremovable = identity(after)
             self._request_hint = False
         return reason
 
@@ -279,7 +279,7 @@ class Worker:
                 info = ErrorInfo(ErrorCode.BAD_REQUEST.value, f"{exc.strerror}; it is not read")
             self._request_hint = True
             answer = self._log_failure(_failure("", info), protocol.REQUEST)
-            return True, self._deliver(answer, found.st_ino)
+            return True, self._deliver(answer, found)
         except OSError as exc:
             log.error("cannot read %s: %s", protocol.REQUEST, exc)
             return False, None
@@ -301,10 +301,10 @@ class Worker:
         self._request_hint = True
         if isinstance(request, ProtocolError):
             answer = self._log_failure(_failure("", request.info), data[:200])
-            return True, self._deliver(answer, st.st_ino)
+            return True, self._deliver(answer, st)
         if request.name == "exit":
             log.info("exit requested")
-            self._dir.unlink(protocol.REQUEST, ino=st.st_ino)
+            self._dir.unlink(protocol.REQUEST, expect=st)
             return True, ExitReason.EXIT_COMMAND
         started = time.perf_counter()
         answer = self._execute(request)
@@ -317,7 +317,7 @@ class Worker:
         )
         if answer.error is not None:
             self._log_failure(answer, data[:200])
-        return True, self._deliver(answer, st.st_ino)
+        return True, self._deliver(answer, st)
 
     def _log_failure(self, answer: _Answer, what: object) -> _Answer:
         assert answer.error is not None
@@ -424,7 +424,7 @@ class Worker:
 
         limit = self.config.limits.max_input_bytes
         loaded: dict[str, torch.Tensor] = {}
-        opened: list[tuple[str, int]] = []
+        opened: list[tuple[str, os.stat_result]] = []
         try:
             for tag in dict.fromkeys(tags):
                 name = tag + protocol.TENSOR_SUFFIX
@@ -444,7 +444,7 @@ class Worker:
                     ) from None
                 with f:
                     st = os.fstat(f.fileno())
-                    opened.append((name, st.st_ino))
+                    opened.append((name, st))
                     if st.st_size > limit:
                         raise ProtocolError(
                             ErrorCode.INPUT_TOO_LARGE,
@@ -462,8 +462,8 @@ class Worker:
                     except tsr.TSRError as exc:
                         raise ProtocolError(ErrorCode.INVALID_INPUT, f"{name}: {exc}") from None
         finally:
-            for name, ino in opened:
-                self._dir.unlink(name, ino=ino)
+            for name, seen in opened:
+                self._dir.unlink(name, expect=seen)
         return [loaded[t] for t in tags]
 
     def _write_results(self, answer: _Answer) -> _Answer:
@@ -491,7 +491,7 @@ class Worker:
 
     # ------------------------------------------------------------------ answering
 
-    def _deliver(self, answer: _Answer, request_ino: int | None) -> ExitReason | None:
+    def _deliver(self, answer: _Answer, request: os.stat_result) -> ExitReason | None:
         """Give ``answer``: results first, then the request removed, then the reply.
 
         A command answered through the status (``tensor_square``) writes no response:
@@ -502,7 +502,7 @@ class Worker:
         """
         if answer.via_status:
             answer = self._write_results(answer)
-            self._unlink_request(request_ino)
+            self._dir.unlink(protocol.REQUEST, expect=request)
             info = answer.error
             self._write_status(protocol.DONE if info is None else protocol.status_error_line(info))
             return None
@@ -510,17 +510,13 @@ class Worker:
         if reason is not None:
             return reason
         answer = self._write_results(answer)
-        self._unlink_request(request_ino)
+        self._dir.unlink(protocol.REQUEST, expect=request)
         data = protocol.encode_reply(Reply(answer.cmd, answer.params, answer.error))
         try:
             self._dir.write_atomic(protocol.RESPONSE, protocol.RESPONSE_TMP, data)
         except OSError as exc:
             log.error("cannot write %s: %s", protocol.RESPONSE, exc)
         return None
-
-    def _unlink_request(self, ino: int | None) -> None:
-        if ino is not None:
-            self._dir.unlink(protocol.REQUEST, ino=ino)
 
     def _wait_consumed(self) -> ExitReason | None:
         """Wait until the client has deleted the previous ``response.json``."""
@@ -553,11 +549,6 @@ def _import_torch_modules(threads: int) -> ModuleType:
     torch.nn.functional.conv2d(x, torch.ones(1, 1, 3, 3))
     torch.nn.functional.conv_transpose2d(x, torch.ones(1, 1, 3, 3), stride=2, padding=1)
     return torch
-
-
-def _fingerprint(st: os.stat_result) -> tuple[int, ...]:
-    """What changes when a file is replaced or rewritten (inode numbers are reused)."""
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _valid_name(name: str) -> bool:
