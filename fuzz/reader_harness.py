@@ -254,31 +254,33 @@ def check_cpp(rep: Report, data: bytes, h: tsr_header.Header | None) -> None:
 # ----------------------------------------------------------------------------- the harness
 
 
+def process_dir(prefix: str, tag: str = "") -> str:
+    """A new private directory ``<prefix><pid>[-<tag>]``, in memory-backed ``/dev/shm``
+    when there (no disk write per input), removed at exit; the directories of processes
+    that are gone (a fuzz run ends without running ``atexit``) are removed first."""
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    for entry in os.scandir(base):
+        pid = entry.name[len(prefix) :].split("-", 1)[0]
+        if entry.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    path = os.path.join(base, f"{prefix}{os.getpid()}" + (f"-{tag}" if tag else ""))
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 class _Workdir:
-    """One private directory per process for the temp file of the current input, in
-    memory-backed ``/dev/shm`` when there (no disk write per input). Directories of
-    processes that are gone are removed when the next one starts."""
+    """The directory of the temporary file of the current input."""
 
     path: str | None = None
-    prefix = "tsr-fuzz-reader-"
 
     @classmethod
     def file(cls) -> str:
         if cls.path is None:
-            shm = "/dev/shm"
-            base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
-            cls._clean(base)
-            cls.path = os.path.join(base, f"{cls.prefix}{os.getpid()}")
-            os.makedirs(cls.path, exist_ok=True)
-            atexit.register(shutil.rmtree, cls.path, True)
+            cls.path = process_dir("tsr-fuzz-reader-")
         return os.path.join(cls.path, "input.tsr")
-
-    @classmethod
-    def _clean(cls, base: str) -> None:
-        for entry in os.scandir(base):
-            pid = entry.name[len(cls.prefix) :]
-            if entry.name.startswith(cls.prefix) and pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -35,7 +35,6 @@ import logging
 import os
 import shutil
 import struct
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -57,7 +56,7 @@ from tsr_worker import (
 import tsr
 from tsr import header as tsr_header
 
-from .reader_harness import zero_size_beyond_numpy
+from .reader_harness import process_dir, zero_size_beyond_numpy
 
 ANSWER_TIMEOUT_S = 10.0
 LIMITS = Limits(
@@ -66,7 +65,7 @@ LIMITS = Limits(
 TOLERATE_KNOWN = os.environ.get("TSR_FUZZ_KNOWN", "fail") == "tolerate"
 """``TSR_FUZZ_KNOWN=tolerate`` counts internal errors explained by a known bug instead of
 crashing: a zero-size input NumPy cannot index (fixed in 8dcabe9), a directory squatting a
-result name (``r.tsr``, ``output.tsr``), answered ``internal_error``."""
+result name (``r.tsr``, ``output.tsr``), answered ``internal_error`` (fixed in d473661)."""
 STATS: Counter[str] = Counter()
 ERROR_CODES = {c.value for c in ErrorCode}
 RESULT_TAGS = {"r", "output", *(f"r{i}" for i in range(8))}
@@ -152,11 +151,12 @@ class _Capture(logging.Handler):
 class Harness:
     """One worker thread on one session directory, and the canaries around it."""
 
+    count = 0
+
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry
-        shm = "/dev/shm"
-        base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-        self.root = Path(tempfile.mkdtemp(prefix="tsr-fuzz-worker-", dir=base))
+        Harness.count += 1
+        self.root = Path(process_dir("tsr-fuzz-worker-", str(Harness.count)))
         atexit.register(self.close)
         self.workspace = self.root / "ws"
         self.session = self.workspace / "python_session" / "tr_session_fuzz"

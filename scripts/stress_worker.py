@@ -18,7 +18,8 @@ Scenarios (all by default):
                (garbage, empty, non-UTF-8, wrong types, unknown command, bad tags, missing,
                truncated, garbage, reserved-dtype, 100 GB-declaring and over-limit inputs,
                a symbolic link to a file outside, a FIFO, a directory, an over-size
-               request, over-long params, a request half-written in place, ...): each
+               request, over-long params, a request half-written in place, request.json
+               as a link or a directory, a directory where the result goes, ...): each
                answered exactly once with its error code; the worker alive and serving.
 ``parallel``   ``--sessions`` workers served in parallel by as many client threads.
 ``kill_client`` the client process killed with SIGKILL mid-request, ``--trials`` times:
@@ -415,6 +416,11 @@ def malformed_kinds(outside: Path) -> dict[str, tuple[str, Callable[[Client], by
     def request_directory(c: Client) -> None:
         (c.dir / "request.json").mkdir()
 
+    def result_name_taken(c: Client) -> bytes:
+        c.put("a", good)
+        (c.dir / "r.tsr").mkdir()  # where the result goes
+        return req("relu", "a")
+
     def half_written_garbage(c: Client) -> None:
         with open(c.dir / "request.json", "wb") as f:  # in place, never completed
             f.write(b'{"cmd": "relu", "par')
@@ -452,6 +458,7 @@ def malformed_kinds(outside: Path) -> dict[str, tuple[str, Callable[[Client], by
         "half_written_never_completed": ("bad_request", half_written_garbage),
         "request_is_symlink_to_outside": ("bad_request", request_symlink),
         "request_is_directory": ("bad_request", request_directory),
+        "result_name_is_directory": ("result_unwritable", result_name_taken),
     }  # fmt: skip
 
 

@@ -343,7 +343,7 @@ def _mutants(count: int) -> Iterator[tuple[str, bytes]]:
 def test_cpp_model_matches_kit(tmp_path: Path) -> None:
     """The Python model of import_tensor the harness checks validate against agrees with
     the compiled C++ conformance kit on the seeds and 400 mutations of them."""
-    from tests.interop.kitlib import CPP_DIR, CXXFLAGS, find_cxx
+    from interop.kitlib import CPP_DIR, CXXFLAGS, find_cxx
 
     cxx = find_cxx()
     if cxx is None:

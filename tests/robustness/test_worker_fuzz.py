@@ -170,7 +170,7 @@ def test_bounded_atheris_run_on_the_worker(tmp_path: Path) -> None:
     assert "#stats" in proc.stderr
 
 
-# ----------------------------------------------------------------------------- known bugs
+# ----------------------------------------------------------------------------- found bugs
 
 FP32 = (REPO / "fuzz" / "corpus" / "reader" / "fp32_2d_3x4.tsr").read_bytes()
 
@@ -183,19 +183,16 @@ FP32 = (REPO / "fuzz" / "corpus" / "reader" / "fp32_2d_3x4.tsr").read_bytes()
     ],
     ids=["r.tsr", "output.tsr"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=WorkerCrash,
-    reason="BUG (worker): a directory squatting the result name (r.tsr, output.tsr) is "
-    "answered internal_error 'cannot write r.tsr: [Errno 21] Is a directory: "
-    "/proc/self/fd/N/.r.tsr.tsr-tmp-...': a client-made condition reported as a worker "
-    "bug, with the worker's /proc path in the message",
-)
 def test_result_name_blocked_by_a_directory(
     request_: bytes, inputs: tuple[Entry, ...], blocked: bytes
 ) -> None:
-    """Answered with a specific code (not internal_error), the worker serving on."""
+    """Found by the worker harness (fixed in d473661): a directory squatting the result
+    name (r.tsr, output.tsr) was answered internal_error "cannot write r.tsr: [Errno 21]
+    Is a directory: '/proc/self/fd/N/.r.tsr.tsr-tmp-...'", a client-made condition
+    reported as a worker bug, with the worker's private path in the message. Now a
+    specific code, the worker serving on."""
     wh.harness().run_case(Case(request_, (*inputs, Entry("dir", blocked, b""))))
+    assert wh.STATS["error:result_unwritable"] + wh.STATS["status_answer"] > 0
 
 
 # ----------------------------------------------------------------------------- the harness

@@ -10,13 +10,6 @@ from pathlib import Path
 import pytest
 from tsr_worker import Worker, WorkerConfig
 
-POLL_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG (worker): in poll mode a request.json it cannot remove (a directory) is "
-    "answered again on every poll, about 20 answers a second; the client reads each extra "
-    "answer as the reply to its next request",
-)
-
 
 @pytest.fixture
 def worker_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
@@ -48,21 +41,20 @@ def count_answers(directory: Path, seconds: float) -> int:
     return answers
 
 
-@pytest.mark.parametrize("worker_dir", [pytest.param("poll", marks=POLL_BUG), "inotify"],
-                         indirect=True)  # fmt: skip
+@pytest.mark.parametrize("worker_dir", ["poll", "inotify"], indirect=True)
 def test_unremovable_request_is_answered_once(worker_dir: Path) -> None:
+    """Found by the stress script (fixed in d473661): a request.json the worker cannot
+    remove (a directory) was answered again on every poll, about 20 answers a second,
+    each read by the client as the reply to its next request."""
     (worker_dir / "request.json").mkdir()
     assert count_answers(worker_dir, 0.6) == 1
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race: lost in most runs, not all
-    reason="BUG (worker, inotify): a directory request.json that appears right after an "
-    "answer is taken at once (the hint is still set), then answered again when the queued "
-    "IN_CREATE event for it is read, although it was marked 'cannot be removed; waiting "
-    "for it to change'",
-)
 def test_unremovable_request_right_after_an_answer(tmp_path: Path) -> None:
+    """Found by the stress script (fixed in d473661 and c573206): with inotify, a
+    directory request.json made right after an answer was taken at once and answered
+    again when its queued event was read (or, reusing the removed request's inode,
+    taken as already answered)."""
     directory = tmp_path / "session"
     worker = Worker(WorkerConfig(str(directory), idle_timeout_s=0, client_pid=0,
                                  wait="inotify", preload=False))  # fmt: skip

@@ -81,5 +81,6 @@ def test_every_stress_scenario_reduced(tmp_path: Path) -> None:
     assert steady["session_dir_at_end"] == ["r.tsr", "status.txt"]
     malformed = out["scenarios"]["malformed"]
     assert malformed["requests"] == 5 * malformed["kinds"] and malformed["worker_alive"]
+    assert not malformed["duplicate_answers"]
     assert out["scenarios"]["kill_client"]["worker_exit_after_client_kill_s"]["max"] < 10
     assert out["scenarios"]["dir_removed"]["worker_exit_after_removal_s"]["max"] < 10
