@@ -84,7 +84,7 @@ class WorkerConfig:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     """Leave after this long without a request; 0 disables."""
     client_pid: int | None = None
-    """The client process to outlive by nothing: ``None`` discovers it, 0 watches none
+    """Leave when this process exits: ``None`` discovers the client, 0 watches none
     (see :mod:`tsr_worker.procwatch`)."""
     wait: WaitMode = "auto"
     """``inotify`` (event-driven), ``poll`` (upstream-like back-off) or ``auto`` (inotify

@@ -144,8 +144,8 @@ class Worker:
                 self.config.idle_timeout_s or "off",
             )
             reason = self._loop()
-        finally:
             log.info("leaving: %s", reason.value)
+        finally:
             if reason is not ExitReason.DIR_REMOVED and not self._dir.gone():
                 with contextlib.suppress(OSError):
                     self._write_status(protocol.TERMINATED)
@@ -418,7 +418,11 @@ class Worker:
         return self._torch
 
     def _load_inputs(self, tags: list[str]) -> list[torch.Tensor]:
-        """Load each tag's tensor; every input file opened is removed afterwards."""
+        """Load each tag's tensor; every input file opened is removed afterwards.
+
+        Nothing is allocated beyond the limit: the file's size is checked first, and the
+        codec refuses a header that does not declare exactly that size before it reads.
+        """
         import tsr
         import tsr.torch
 
@@ -450,14 +454,7 @@ class Worker:
                             ErrorCode.INPUT_TOO_LARGE,
                             f"{name} has {st.st_size} bytes, the limit is {limit}",
                         )
-                    try:
-                        header = tsr.read_header(f)
-                        if header.file_size != st.st_size:
-                            raise ProtocolError(
-                                ErrorCode.INVALID_INPUT,
-                                f"{name}: the header declares {header.file_size} bytes, the "
-                                f"file has {st.st_size}; was it fully written?",
-                            )
+                    try:  # the codec checks the header against the file's size first
                         loaded[tag] = tsr.torch.load(f, mmap=False)
                     except tsr.TSRError as exc:
                         raise ProtocolError(ErrorCode.INVALID_INPUT, f"{name}: {exc}") from None
