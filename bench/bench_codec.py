@@ -22,10 +22,10 @@ Method (also printed with the results):
   unlinked after each sample.
 * Load sources are written and synced once per size; loads read a warm page cache (nothing
   is dropped).
-* Cases run in rounds, each case once per round, the order rotated every round so that
-  drift and neighbour effects fall on every case alike; below 64 MiB a first warm-up round
-  is discarded. Microsecond-scale calls are timed in batches (per-call time = batch time /
-  calls).
+* Cases run in rounds, each case once per round, in a fresh (seeded) shuffled order every
+  round so that drift and neighbour effects fall on every case alike; below 64 MiB a first
+  warm-up round is discarded. Microsecond-scale calls are timed in batches (per-call
+  time = batch time / calls).
 * From 64 MiB, 1.5x the payload of memory is touched and freed right before each save and
   non-mmap load sample (see :func:`prefault`): on a VM that hands free memory back to its
   host, the cost of a big allocation otherwise depends on what ran before it.
@@ -48,6 +48,7 @@ import importlib.util
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -577,8 +578,9 @@ def default_rounds(nbytes: int) -> int:
 
 def run_rounds(cases: list[Case], rounds: int, label: str, *, warm_up: bool) -> None:
     for r in range(-1 if warm_up else 0, rounds):  # round -1 warms up and is discarded
-        shift = r % len(cases)
-        order = cases[shift:] + cases[:shift]
+        # a fresh (seeded) order every round: each case follows different neighbours, so
+        # what one leaves behind (freed page cache, warm kernel paths) favours none
+        order = random.Random(r).sample(cases, len(cases))
         status = "warm-up" if r < 0 else f"round {r + 1}/{rounds}"
         print(f"  {label}: {status}", file=sys.stderr, flush=True)
         for case in order:
@@ -771,7 +773,8 @@ def print_environment(workdir: str) -> None:
     with contextlib.suppress(OSError), open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
         thp = f.read().strip()
     print(
-        f"python {platform.python_version()}, numpy {np.__version__}, tsr {tsr.__version__}, "
+        f"python {platform.python_version()}, numpy {np.__version__}, "
+        f"tsr {tsr.__version__} ({os.path.dirname(tsr.__file__ or '?')}), "
         f"torch {version_of('torch')}, safetensors {version_of('safetensors')}"
     )
     print(
@@ -800,7 +803,7 @@ def print_method(prefault_on: bool) -> None:
         "'new path' saves start with the target absent; 'over existing' saves start with a\n"
         "same-size file written and synced (clean, on disk) at the target; outputs are\n"
         "unlinked after each sample. Loads read sources written and synced once per size,\n"
-        "from a warm page cache (nothing dropped). Cases run in rounds with the order rotated\n"
+        "from a warm page cache (nothing dropped). Cases run in rounds, shuffled afresh\n"
         "every round; below 64 MiB a first warm-up round is discarded (the smaller sizes, run\n"
         "first, warm up the code paths for the big ones). µs-scale calls are timed in batches\n"
         "(per-call time). Median/min over rounds; ×ref = median over rounds of (time / the\n"
