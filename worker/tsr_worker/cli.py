@@ -219,12 +219,11 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
         directory = args.session_dir or session_dir(
             resolve_workspace(args.workspace), args.session_id, args.layout
         )
+        idle_s = DEFAULT_IDLE_TIMEOUT_S if args.idle_timeout is None else args.idle_timeout
         config = WorkerConfig(
             os.path.abspath(directory),
             limits=limits,
-            idle_timeout_s=DEFAULT_IDLE_TIMEOUT_S
-            if args.idle_timeout is None
-            else args.idle_timeout,
+            idle_timeout_s=idle_s,
             client_pid=args.client_pid,
             wait=args.wait or "auto",
             preload=not args.no_preload,
@@ -232,7 +231,7 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
         )
     except ValueError as exc:
         parser.error(str(exc))
-    from .worker import Worker  # after argument errors, which need nothing of it
+    from .worker import ExitReason, Worker  # after argument errors, which need nothing of it
 
     worker = Worker(config)
     try:
@@ -244,8 +243,6 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logging.getLogger("tsr_worker").info("signal %d: leaving after the current request", signum)
-        from .worker import ExitReason
-
         worker.stop(ExitReason.SIGNAL)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

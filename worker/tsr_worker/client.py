@@ -152,8 +152,9 @@ class Session:
         exits first, :class:`SessionTimeoutError` after ``timeout_ms``."""
         if self.process is not None and self.process.poll() is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self._path(protocol.STATUS))
+        for stale in (protocol.STATUS, protocol.EXIT_FLAG):  # from an earlier worker
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._path(stale))
         cmd = [
             self._python, "-m", "tsr_worker", self._id,
             "--session-dir", self._dir, "--client-pid", str(os.getpid()),
