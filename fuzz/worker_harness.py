@@ -170,8 +170,9 @@ class Harness:
         self.capture = _Capture()
         log = logging.getLogger("tsr_worker")
         log.addHandler(self.capture)
-        log.setLevel(logging.WARNING)
-        log.propagate = False
+        self._log_state = (log.level, log.propagate)
+        if log.getEffectiveLevel() > logging.WARNING:
+            log.setLevel(logging.WARNING)
         self.worker: Worker | None = None
         self.thread: threading.Thread | None = None
         self.exit_reason: ExitReason | None = None
@@ -217,7 +218,10 @@ class Harness:
         if self.worker is not None and self.thread is not None and self.thread.is_alive():
             self.worker.stop()
             self.thread.join(ANSWER_TIMEOUT_S)
-        logging.getLogger("tsr_worker").removeHandler(self.capture)
+        log = logging.getLogger("tsr_worker")
+        log.removeHandler(self.capture)
+        log.setLevel(self._log_state[0])
+        log.propagate = self._log_state[1]
         shutil.rmtree(self.root, ignore_errors=True)
 
     # ----------------------------------------------------------------- one input
@@ -446,7 +450,9 @@ def harness() -> Harness:
 
 
 def prepare() -> None:
-    """Called once before fuzzing: torch imported, the worker thread started."""
+    """Called once before fuzzing: torch imported, the worker thread started, and the
+    worker's log kept off stderr (the harness reads it through its own handler)."""
+    logging.getLogger("tsr_worker").propagate = False
     with contextlib.suppress(ImportError):
         import tsr.torch  # noqa: F401
     harness()
