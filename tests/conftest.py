@@ -24,7 +24,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-slow") or os.environ.get("TSR_SLOW") == "1":
+    selected = "slow" in (config.getoption("markexpr") or "")  # -m slow asks for them
+    if config.getoption("--run-slow") or os.environ.get("TSR_SLOW") == "1" or selected:
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow or TSR_SLOW=1")
     for item in items:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from . import _schema, dtypes, header
 from ._io import Source, _open_fd
-from .errors import TSRError
+from .errors import BadArgumentError, TSRError
 from .header import HEADER_SIZE, MAX_NDIM, Header
 
 Severity = Literal["error", "warning"]
@@ -133,10 +133,17 @@ def validate(source: Source, *, strict: bool = True) -> Report:
     that no C++ build reads. Reads the 64 header bytes and the file size only.
     Errors of the operating system (a missing file) are raised as usual.
     """
-    with _open_fd(source) as fd:
-        size = os.fstat(fd).st_size
-        head = os.pread(fd, HEADER_SIZE, 0)
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    try:
+        with _open_fd(source) as fd:
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, HEADER_SIZE, 0)
+    except BadArgumentError as exc:  # a directory, FIFO or device: not a TSR file
+        finding = Finding(
+            "file", 0, exc.found, exc.expected, "error", exc.message, type(exc).__name__
+        )
+        verdict = CppVerdict(False, "file_too_small", "not a regular file")
+        return Report(name, 0, strict, (finding,), verdict)
     return _report(head, size, strict=strict, path=name)
 
 

@@ -188,6 +188,10 @@ def test_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
     assert not t.is_alive(), "load blocked on a FIFO"
     assert isinstance(result[0], tsr.BadArgumentError)
     assert "not a regular file" in str(result[0])
+    for path in (fifo, tmp_path):  # validate reports instead of raising
+        report = tsr.validate(path)
+        assert not report.ok and not report.cpp.accepts
+        assert report.errors[0].field == "file" and "not a regular file" in report.errors[0].message
 
 
 def test_open_file_sources(tmp_path: Path) -> None:
