@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import mmap as _mmap
 import os
+import queue
 import stat
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO, Literal, Union
 
@@ -262,11 +264,39 @@ def write_file(path: PathLike, head: bytes, payload: npt.NDArray[Any], *, fsync:
     """Atomically write ``head`` then ``payload`` (in C order, little-endian) to ``path``."""
 
     def write(fd: int) -> None:
+        size = len(head) + payload.nbytes
+        if size >= _PREALLOCATE_BYTES:
+            _preallocate(fd, size)
         _write_all(fd, head)
         for chunk in _payload_chunks(payload):
             _write_all(fd, chunk)
 
     atomic_write(path, write, fsync=fsync)
+
+
+_PREALLOCATE_BYTES = 1 << 20
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate: Any = None
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the file's blocks before writing it, as ``numpy.ndarray.tofile`` does.
+
+    On ext4 the buffered write then skips the delayed-allocation bookkeeping of each page
+    (~10% faster from 64 MiB on the bench machine). Best effort: the size is kept (a
+    killed writer's temp file still shows how far it got), and errors are ignored.
+    """
+    global _fallocate
+    if _fallocate is None:
+        _fallocate = False
+        if sys.platform.startswith("linux"):
+            fn = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+                fn.restype = ctypes.c_int
+                _fallocate = fn
+    if _fallocate is not False:
+        _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size)
 
 
 def to_bytes(
@@ -290,8 +320,41 @@ def _temp_prefix(name: str) -> str:
     return f".{name}{_TMP_MARK}"
 
 
+_RESCAN_SECONDS = 60.0
+_scans: dict[tuple[str, str], tuple[tuple[int, int] | None, float]] = {}
+"""Per (directory, target name): the directory's (inode, mtime) as this process's last save
+to the name left it, and when the directory was last scanned for stale temps."""
+
+
+def _dir_stamp(directory: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(directory or ".")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def _clean_stale_temps(directory: str, name: str) -> None:
-    """Remove temp files of earlier saves to ``name`` whose writer process is gone."""
+    """Remove temp files of earlier saves to ``name`` whose writer process is gone.
+
+    Listing the directory costs about 0.5 µs per entry (5 ms per save in a directory of
+    10,000 checkpoints), so it is skipped while the directory is as this process's last
+    save to ``name`` left it (a writer killed since would have changed it), for at most
+    a minute.
+    """
+    key = (directory, name)
+    now = time.monotonic()
+    seen = _scans.get(key)
+    if (
+        seen is not None
+        and seen[0] is not None
+        and now - seen[1] < _RESCAN_SECONDS
+        and seen[0] == _dir_stamp(directory)
+    ):
+        return
+    if len(_scans) >= 4096:
+        _scans.clear()
+    _scans[key] = (None, now)  # the stamp is taken after the save: _saved_in
     prefix = _temp_prefix(name)
     try:
         entries = list(os.scandir(directory or "."))
@@ -305,6 +368,13 @@ def _clean_stale_temps(directory: str, name: str) -> None:
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.path)
+
+
+def _saved_in(directory: str, name: str) -> None:
+    """Remember the directory as this save left it (see :func:`_clean_stale_temps`)."""
+    seen = _scans.get((directory, name))
+    if seen is not None:
+        _scans[(directory, name)] = (_dir_stamp(directory), seen[1])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -330,9 +400,8 @@ def _exchange(a: str, b: str) -> bool:
     global _renameat2
     if _renameat2 is None:
         _renameat2 = False
-        libc_name = ctypes.util.find_library("c")
-        if libc_name and sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(libc_name, use_errno=True)
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)  # the libc already loaded
             fn = getattr(libc, "renameat2", None)
             if fn is not None:
                 fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
@@ -372,24 +441,89 @@ def atomic_write(path: PathLike, write: Callable[[int], None], *, fsync: bool = 
                 os.fsync(fd)
         finally:
             os.close(fd)
-        if _is_file_or_link(target) and _exchange(tmp, target):
-            os.unlink(tmp)  # now the old file
+        old_size = _file_or_link_size(target)
+        if old_size is not None and _exchange(tmp, target):
+            _discard_old(tmp, old_size)  # tmp now names the old file
         else:
             os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _saved_in(directory, name)
     if fsync:
         _fsync_dir(directory)
 
 
-def _is_file_or_link(path: str) -> bool:
+def _file_or_link_size(path: str) -> int | None:
+    """The size of ``path`` if it is a regular file or a symlink, else None."""
     try:
-        mode = os.lstat(path).st_mode
+        st = os.lstat(path)
     except FileNotFoundError:
-        return False
-    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) else None
+
+
+_FREE_LATER_BYTES = 1 << 20
+_free_queue: queue.SimpleQueue[int] | None = None
+_free_lock = threading.Lock()
+
+
+def _discard_old(path: str, size: int) -> None:
+    """Remove the file a save replaced; free a big one's blocks off the caller's path.
+
+    Freeing blocks can take long: ext4 mounted with ``discard`` and no journal discards
+    synchronously (~230 ms per GiB on the bench machine), and the new file is already in
+    place. So a big old file is opened, its name removed at once, and a worker thread
+    closes the descriptor: that last close frees the blocks. No name is left behind; at
+    exit the kernel closes whatever the worker has not. Small files are unlinked inline
+    (handing them over costs more than it saves in a loop of small saves).
+    """
+    if size < _FREE_LATER_BYTES:
+        os.unlink(path)
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # a symlink (ELOOP), or no permission to read: unlink as before
+        os.unlink(path)
+        return
+    try:
+        os.unlink(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    _close_later(fd)
+
+
+def _close_later(fd: int) -> None:
+    global _free_queue
+    if _free_queue is None:
+        with _free_lock:
+            if _free_queue is None:
+                q: queue.SimpleQueue[int] = queue.SimpleQueue()
+                threading.Thread(target=_closer, args=(q,), name="tsr-free", daemon=True).start()
+                _free_queue = q
+    _free_queue.put(fd)
+
+
+def _closer(q: queue.SimpleQueue[int]) -> None:
+    while True:
+        fd = q.get()
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _forget_closer_in_child() -> None:
+    """The worker does not survive fork: close its backlog in the child, start afresh."""
+    global _free_queue
+    q, _free_queue = _free_queue, None
+    while q is not None and not q.empty():
+        with contextlib.suppress(OSError):
+            os.close(q.get_nowait())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_closer_in_child)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -57,6 +57,10 @@ UINT8 = DType("UINT8", 8, 1, "uint8", False)
 ALL: tuple[DType, ...] = (FP32, INT8, INT32, FP16, BF16, FP64, INT16, UINT8)
 BY_CODE: dict[int, DType] = {d.code: d for d in ALL}
 BY_NUMPY_NAME: dict[str, DType] = {d.numpy_name: d for d in ALL}
+# BF16 has no NumPy type of its own: from_numpy finds it by name
+_BY_NATIVE_DTYPE: dict[np.dtype[Any], DType] = {
+    np.dtype(d.numpy_name): d for d in ALL if d is not BF16
+}
 
 SUPPORTED_HINT = (
     "TSR v1 stores float32, int8 and int32 (read by C++); float16, bfloat16, float64, "
@@ -102,6 +106,9 @@ def from_code(code: int, *, reserved_dtypes: bool) -> DType:
 
 def from_numpy(dtype: np.dtype[Any], *, reserved_dtypes: bool) -> DType:
     """The DType to store a NumPy dtype as, or :class:`UnsupportedDTypeError`."""
+    dt = _BY_NATIVE_DTYPE.get(dtype)  # the common case; dtype.name costs ~3 µs in NumPy 2
+    if dt is not None:
+        return require_opt_in(dt, dt.numpy_name, reserved_dtypes=reserved_dtypes)
     name = dtype.name
     dt = BY_NUMPY_NAME.get(name)
     if dt is None or dtype.kind not in "fiuV":
