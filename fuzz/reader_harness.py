@@ -44,6 +44,7 @@ import numpy.typing as npt
 import tsr
 from tsr import dtypes as tsr_dtypes
 from tsr import header as tsr_header
+from tsr._io import _pid_alive
 from tsr.validate import Report, validate_bytes
 
 from . import cpp_model
@@ -262,7 +263,7 @@ def process_dir(prefix: str, tag: str = "") -> str:
     base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
     for entry in os.scandir(base):
         pid = entry.name[len(prefix) :].split("-", 1)[0]
-        if entry.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+        if entry.name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(entry.path, ignore_errors=True)
     path = os.path.join(base, f"{prefix}{os.getpid()}" + (f"-{tag}" if tag else ""))
     shutil.rmtree(path, ignore_errors=True)
@@ -281,16 +282,6 @@ class _Workdir:
         if cls.path is None:
             cls.path = process_dir("tsr-fuzz-reader-")
         return os.path.join(cls.path, "input.tsr")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_input(data: bytes) -> str:
