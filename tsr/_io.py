@@ -267,11 +267,17 @@ def write_file(path: PathLike, head: bytes, payload: npt.NDArray[Any], *, fsync:
         size = len(head) + payload.nbytes
         if size >= _PREALLOCATE_BYTES:
             _preallocate(fd, size)
+        if size <= _SMALL_BYTES:  # one write call: header and payload copied together
+            _write_all(fd, b"".join([head, *_payload_chunks(payload)]))
+            return
         _write_all(fd, head)
         for chunk in _payload_chunks(payload):
             _write_all(fd, chunk)
 
     atomic_write(path, write, fsync=fsync)
+
+
+_SMALL_BYTES = 64 << 10
 
 
 _PREALLOCATE_BYTES = 1 << 20
