@@ -40,8 +40,9 @@ _MAX_IO = 1 << 30  # bytes per read/write call (Linux caps a call near 2 GiB)
 
 
 @contextlib.contextmanager
-def _open_fd(source: Source) -> Iterator[int]:
-    """A readable descriptor of ``source``; refuses anything but a regular file.
+def _open_fd(source: Source) -> Iterator[tuple[int, int]]:
+    """A readable descriptor of ``source`` and the file's size; refuses anything but a
+    regular file.
 
     Paths are opened non-blocking so that a FIFO or device cannot hang the call.
     """
@@ -49,8 +50,7 @@ def _open_fd(source: Source) -> Iterator[int]:
         flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         fd = os.open(source, flags | getattr(os, "O_BINARY", 0))
         try:
-            _require_regular(fd, os.fspath(source))
-            yield fd
+            yield fd, _require_regular(fd, os.fspath(source))
         finally:
             os.close(fd)
     else:
@@ -63,12 +63,13 @@ def _open_fd(source: Source) -> Iterator[int]:
                 found=type(source).__name__,
                 expected="str, os.PathLike or a binary file with fileno()",
             ) from exc
-        _require_regular(fd, getattr(source, "name", f"fd {fd}"))
-        yield fd
+        yield fd, _require_regular(fd, getattr(source, "name", f"fd {fd}"))
 
 
-def _require_regular(fd: int, name: object) -> None:
-    mode = os.fstat(fd).st_mode
+def _require_regular(fd: int, name: object) -> int:
+    """The size of the regular file ``fd``; :class:`BadArgumentError` for anything else."""
+    st = os.fstat(fd)
+    mode = st.st_mode
     if not stat.S_ISREG(mode):
         raise BadArgumentError(
             f"{name}: not a regular file (TSR files are read with a known size)",
@@ -76,6 +77,7 @@ def _require_regular(fd: int, name: object) -> None:
             found=stat.filemode(mode),
             expected="a regular file",
         )
+    return st.st_size
 
 
 def _pread_exact(fd: int, view: memoryview, offset: int) -> None:
@@ -96,12 +98,11 @@ def _pread_exact(fd: int, view: memoryview, offset: int) -> None:
         pos += n
 
 
-def _read_checked_header(fd: int, *, strict: bool, reserved_dtypes: bool) -> tuple[Header, int]:
-    size = os.fstat(fd).st_size
+def _read_checked_header(fd: int, size: int, *, strict: bool, reserved_dtypes: bool) -> Header:
     head = os.pread(fd, HEADER_SIZE, 0)
     h = header.decode_raw(head)
     header.check(h, size, strict=strict, reserved_dtypes=reserved_dtypes)
-    return h, size
+    return h
 
 
 # ----------------------------------------------------------------------------- reading
@@ -115,7 +116,7 @@ def read_header(source: Source, *, strict: bool = True, reserved_dtypes: bool = 
     size is not. Use :func:`tsr.validate` for a full report, :func:`load` for the data.
     Reserved dtype codes are accepted by default here since nothing is decoded.
     """
-    with _open_fd(source) as fd:
+    with _open_fd(source) as (fd, _):
         head = os.pread(fd, HEADER_SIZE, 0)
     h = header.decode_raw(head)
     header.check(h, None, strict=strict, reserved_dtypes=reserved_dtypes)
@@ -159,8 +160,8 @@ def read(
 
     ``bf16_bits`` returns BF16 payloads as int16 bits, for front ends with a bfloat16 type.
     """
-    with _open_fd(source) as fd:
-        h, _ = _read_checked_header(fd, strict=strict, reserved_dtypes=reserved_dtypes)
+    with _open_fd(source) as (fd, size):
+        h = _read_checked_header(fd, size, strict=strict, reserved_dtypes=reserved_dtypes)
         raw_bits = bf16_bits and h.dtype_code == dtypes.BF16.code
         dt = np.dtype("<i2") if raw_bits else h.dtype.numpy
         count = h.total_elements

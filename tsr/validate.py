@@ -135,8 +135,7 @@ def validate(source: Source, *, strict: bool = True) -> Report:
     """
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     try:
-        with _open_fd(source) as fd:
-            size = os.fstat(fd).st_size
+        with _open_fd(source) as (fd, size):
             head = os.pread(fd, HEADER_SIZE, 0)
     except BadArgumentError as exc:  # a directory, FIFO or device: not a TSR file
         finding = Finding(
