@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import mmap as _mmap
 import os
 import queue
@@ -24,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 
 from . import dtypes, header
-from .dtypes import DType
 from .errors import BadArgumentError, TruncatedError
 from .header import HEADER_SIZE, Header
 
@@ -178,6 +178,12 @@ def read(
         return h, np.frombuffer(mm, dt, count, HEADER_SIZE).reshape(h.shape)
 
 
+def byte_view(buffer: bytes | bytearray | memoryview) -> memoryview:
+    """``buffer`` as a flat memoryview of bytes (no copy)."""
+    view = memoryview(buffer)
+    return view if view.ndim == 1 and view.itemsize == 1 else view.cast("B")
+
+
 def from_bytes(
     buffer: bytes | bytearray | memoryview,
     *,
@@ -188,9 +194,7 @@ def from_bytes(
 
     The view is read-only when ``buffer`` is (``bytes``) and writable over a ``bytearray``.
     """
-    view = memoryview(buffer)
-    if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B")
+    view = byte_view(buffer)
     h = header.decode_raw(view[:HEADER_SIZE])
     header.check(h, len(view), strict=strict, reserved_dtypes=reserved_dtypes)
     dt = h.dtype.numpy
@@ -202,10 +206,11 @@ def from_bytes(
 
 def _prepare(
     array: npt.ArrayLike, dtype: npt.DTypeLike | None, reserved_dtypes: bool
-) -> tuple[npt.NDArray[Any], DType, bytes]:
+) -> tuple[npt.NDArray[Any], bytes]:
+    """The array to write and its header."""
     arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
     dt = dtypes.from_numpy(arr.dtype, reserved_dtypes=reserved_dtypes)
-    return arr, dt, header.encode(arr.shape, dt)
+    return arr, header.encode(arr.shape, dt)
 
 
 def _payload_chunks(arr: npt.NDArray[Any]) -> Iterator[memoryview]:
@@ -214,7 +219,7 @@ def _payload_chunks(arr: npt.NDArray[Any]) -> Iterator[memoryview]:
     if arr.size == 0:
         return
     le = arr.dtype.newbyteorder("<") if arr.dtype.byteorder in "<>=" else arr.dtype
-    if arr.flags.c_contiguous and arr.dtype == le and arr.dtype.byteorder != ">":
+    if arr.flags.c_contiguous and arr.dtype == le:
         yield arr.reshape(-1).view(np.uint8).data
         return
     buffersize = max(1, _CHUNK_BYTES // arr.dtype.itemsize)
@@ -257,7 +262,7 @@ def save(
     target holds either its old content or the complete new file, never a partial one.
     ``fsync=True`` also flushes the file and its directory to disk before returning.
     """
-    arr, _, head = _prepare(array, dtype, reserved_dtypes)
+    arr, head = _prepare(array, dtype, reserved_dtypes)
     write_file(path, head, arr, fsync=fsync)
 
 
@@ -269,7 +274,7 @@ def write_file(path: PathLike, head: bytes, payload: npt.NDArray[Any], *, fsync:
         if size >= _PREALLOCATE_BYTES:
             _preallocate(fd, size)
         if size <= _SMALL_BYTES:  # one write call: header and payload copied together
-            _write_all(fd, b"".join([head, *_payload_chunks(payload)]))
+            _write_all(fd, _joined(head, payload))
             return
         _write_all(fd, head)
         for chunk in _payload_chunks(payload):
@@ -279,11 +284,20 @@ def write_file(path: PathLike, head: bytes, payload: npt.NDArray[Any], *, fsync:
 
 
 _SMALL_BYTES = 64 << 10
-
-
 _PREALLOCATE_BYTES = 1 << 20
 _FALLOC_FL_KEEP_SIZE = 1
-_fallocate: Any = None
+
+
+@functools.cache
+def _libc(name: str, *argtypes: Any) -> Any:
+    """The Linux libc function ``name`` (returning int), or None elsewhere or if absent."""
+    if not sys.platform.startswith("linux"):
+        return None
+    fn = getattr(ctypes.CDLL(None, use_errno=True), name, None)  # the libc already loaded
+    if fn is not None:
+        fn.argtypes = list(argtypes)
+        fn.restype = ctypes.c_int
+    return fn
 
 
 def _preallocate(fd: int, size: int) -> None:
@@ -293,17 +307,9 @@ def _preallocate(fd: int, size: int) -> None:
     (~10% faster from 64 MiB on the bench machine). Best effort: the size is kept (a
     killed writer's temp file still shows how far it got), and errors are ignored.
     """
-    global _fallocate
-    if _fallocate is None:
-        _fallocate = False
-        if sys.platform.startswith("linux"):
-            fn = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
-            if fn is not None:
-                fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-                fn.restype = ctypes.c_int
-                _fallocate = fn
-    if _fallocate is not False:
-        _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size)
+    fallocate = _libc("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    if fallocate is not None:
+        fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size)
 
 
 def to_bytes(
@@ -313,8 +319,13 @@ def to_bytes(
     reserved_dtypes: bool = False,
 ) -> bytes:
     """The bytes of a TSR v1 file holding ``array`` (see :func:`save`)."""
-    arr, _, head = _prepare(array, dtype, reserved_dtypes)
-    parts: list[bytes | memoryview] = [head, *_payload_chunks(arr)]
+    arr, head = _prepare(array, dtype, reserved_dtypes)
+    return _joined(head, arr)
+
+
+def _joined(head: bytes, payload: npt.NDArray[Any]) -> bytes:
+    """Header and payload as one bytes object."""
+    parts: list[bytes | memoryview] = [head, *_payload_chunks(payload)]
     return b"".join(parts)
 
 
@@ -397,27 +408,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 _RENAME_EXCHANGE = 2
-_renameat2: Any = None
 _AT_FDCWD = -100
 
 
 def _exchange(a: str, b: str) -> bool:
     """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False if the
     platform or filesystem cannot, or ``b`` does not exist."""
-    global _renameat2
-    if _renameat2 is None:
-        _renameat2 = False
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)  # the libc already loaded
-            fn = getattr(libc, "renameat2", None)
-            if fn is not None:
-                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                               ctypes.c_uint]  # fmt: skip
-                fn.restype = ctypes.c_int
-                _renameat2 = fn
-    if _renameat2 is False:
+    renameat2 = _libc(
+        "renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
+    )
+    if renameat2 is None:
         return False
-    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     if rc == 0:
         return True
     err = ctypes.get_errno()

@@ -159,8 +159,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_dump(args: argparse.Namespace) -> int:
     try:
-        h = _io.read_header(args.file, strict=False)
-        arr = _io.load(args.file, strict=False, reserved_dtypes=True)
+        h, arr = _io.read(args.file, "r", strict=False, reserved_dtypes=True)
     except (TSRError, OSError) as exc:
         _error(args.file, exc)
         return EXIT_INVALID

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _schema, dtypes, header
-from ._io import Source, _open_fd
+from ._io import Source, _open_fd, byte_view
 from .errors import BadArgumentError, TSRError
 from .header import HEADER_SIZE, MAX_NDIM, Header
 
@@ -148,7 +148,7 @@ def validate(source: Source, *, strict: bool = True) -> Report:
 
 def validate_bytes(buffer: bytes | bytearray | memoryview, *, strict: bool = True) -> Report:
     """:func:`validate` for a whole file held in memory."""
-    view = memoryview(buffer).cast("B") if memoryview(buffer).itemsize != 1 else memoryview(buffer)
+    view = byte_view(buffer)
     return _report(bytes(view[:HEADER_SIZE]), len(view), strict=strict, path=None)
 
 
