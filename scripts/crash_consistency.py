@@ -15,7 +15,7 @@ child right before or right after the rename (``os.replace`` or ``RENAME_EXCHANG
 moments a random delay rarely hits. Then the target must hold nothing (``new``) or
 the old file (``replace``), or the complete new file, compared byte for byte; never a
 partial file. Whatever temp files the kill left (``.<name>.tsr-tmp-<pid>-<hex>``) must be
-removed by the next ``tsr.save`` to the same path, from another process; the directory
+removed by the first ``tsr.save`` into the directory from a new process; the directory
 must then hold nothing else. Prints a summary (outcomes, what the kill left behind,
 durations); exit status 1 if any trial failed.
 """
@@ -51,6 +51,8 @@ import tsr  # noqa: E402
 
 TARGET = "target.tsr"
 TMP_MARK = ".tsr-tmp-"
+
+CLEANER = "import sys, numpy, tsr; tsr.save(sys.argv[1], numpy.zeros(1, numpy.float32))"
 
 CHILD = r"""
 import os, sys, time
@@ -277,11 +279,8 @@ class Runner:
         outcome = self.classify()
         temps = self.temps()
         left = self.describe_temps(temps)
-        # a later save, by another (live) process, removes the dead writer's temps
-        if mode == "replace":
-            tsr.save(self.target, tensor("old", self.mib))
-        else:
-            tsr.save(self.target, np.zeros(1, np.float32))
+        # the first save to the directory in a new process removes the dead writer's temps
+        subprocess.run([sys.executable, "-c", CLEANER, str(self.target)], check=True)
         cleaned = not self.temps()
         self.target.unlink()
         stray = [p.name for p in self.dir.iterdir()]

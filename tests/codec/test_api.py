@@ -259,18 +259,70 @@ def test_failed_write_keeps_old_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["x.tsr"]
 
 
-def test_stale_temp_files_of_dead_writers_are_cleaned(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
-    dead_pid = int(dead.stdout)
-    stale = tmp_path / f".x.tsr.tsr-tmp-{dead_pid}-deadbeef"
-    stale.write_bytes(b"TSR!half")
-    alive = tmp_path / f".x.tsr.tsr-tmp-{os.getppid()}-cafe0000"  # a live writer: kept
-    alive.write_bytes(b"TSR!busy")
-    other = tmp_path / f".y.tsr.tsr-tmp-{dead_pid}-deadbeef"  # another target: kept
-    other.write_bytes(b"")
+    return int(proc.stdout)
+
+
+def test_stale_temp_files_of_dead_writers_are_cleaned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = _dead_pid()
+    stale = [f".x.tsr.tsr-tmp-{dead}-deadbeef", f".y.tsr.tsr-tmp-{dead}-00c0ffee"]
+    kept = [
+        f".x.tsr.tsr-tmp-{os.getppid()}-cafe0000",  # a live writer
+        f".x.tsr.tsr-tmp-{os.getpid()}-cafe0001",  # this process
+        f".x.tsr.tsr-tmp-{dead}-deadbee",  # not 8 hex digits: not ours
+        f".x.tsr.tsr-tmp-{dead}-DEADBEEF",
+        ".x.tsr.tsr-tmp-abc-deadbeef",  # no pid
+        f"x.tsr.tsr-tmp-{dead}-deadbeef",  # not hidden
+        f".x.tsr.tsr-tmp-{10**12}-deadbeef",  # no such pid can exist
+    ]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"TSR!half")
+    monkeypatch.setattr(_io, "_scanned", {})  # as in a new process
     tsr.save(tmp_path / "x.tsr", np.zeros(1, np.float32))
-    assert sorted(os.listdir(tmp_path)) == sorted([alive.name, other.name, "x.tsr"])
+    assert sorted(os.listdir(tmp_path)) == sorted([*kept, "x.tsr"])
+
+
+def test_directory_is_scanned_at_most_once_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saving into a big directory must not list it every time; a stale temp that
+    appears meanwhile goes at the first save after the minute."""
+    monkeypatch.setattr(_io, "_scanned", {})
+    target = tmp_path / "x.tsr"
+    tsr.save(target, np.zeros(1, np.float32))
+    (scanned_at,) = _io._scanned.values()
+    stale = tmp_path / f".x.tsr.tsr-tmp-{_dead_pid()}-0badf00d"
+    stale.write_bytes(b"TSR!")
+    tsr.save(target, np.ones(1, np.float32))
+    tsr.save(tmp_path / "y.tsr", np.ones(1, np.float32))
+    assert stale.exists() and list(_io._scanned.values()) == [scanned_at]
+    for directory in _io._scanned:
+        _io._scanned[directory] -= _io._RESCAN_SECONDS  # a minute later
+    tsr.save(target, np.ones(1, np.float32))
+    assert sorted(os.listdir(tmp_path)) == ["x.tsr", "y.tsr"]
+
+
+def test_a_stale_temp_that_cannot_be_removed_does_not_fail_the_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = tmp_path / f".x.tsr.tsr-tmp-{_dead_pid()}-0badf00d"
+    stale.write_bytes(b"TSR!")
+    real_unlink = os.unlink
+
+    def unlink(path: str) -> None:
+        if os.path.basename(path) == stale.name:
+            raise PermissionError(1, "Operation not permitted", path)  # another user's
+        real_unlink(path)
+
+    monkeypatch.setattr(_io, "_scanned", {})
+    monkeypatch.setattr(os, "unlink", unlink)
+    tsr.save(tmp_path / "x.tsr", np.zeros(2, np.float32))
+    assert tsr.load(tmp_path / "x.tsr").tolist() == [0, 0]
+    assert stale.exists()
 
 
 def test_exchange_path_and_rename_path_give_same_result(
@@ -316,35 +368,65 @@ def test_errors_are_value_errors_with_context() -> None:
     assert (e.field, e.offset, e.found, e.expected, str(e)) == ("ndim", 20, 9, "0 to 4", "m")
 
 
-def test_stale_temp_appearing_between_saves_is_cleaned(tmp_path: Path) -> None:
-    """The directory scan is skipped while the directory is as this process left it; a
-    writer killed in between changed it, so the next save still cleans up."""
-    target = tmp_path / "x.tsr"
-    tsr.save(target, np.zeros(1, np.float32))
-    tsr.save(target, np.zeros(1, np.float32))  # unchanged directory: no scan needed
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    (tmp_path / f".x.tsr.tsr-tmp-{int(dead.stdout)}-0badf00d").write_bytes(b"TSR!")
-    tsr.save(target, np.ones(1, np.float32))
-    assert os.listdir(tmp_path) == ["x.tsr"]
-
-
 def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_replacing_a_big_file_frees_it_without_leaking_descriptors(tmp_path: Path) -> None:
-    """The old file of a save over a big file is unlinked at once and its descriptor is
-    closed off the caller's path (freeing blocks can be slow); none is leaked."""
-    target = tmp_path / "big.tsr"
-    tsr.save(target, np.zeros(1 << 20, np.float32))  # 4 MiB: above the hand-off threshold
-    before = _open_fds()
-    for value in (1, 2, 3):
-        tsr.save(target, np.full(1 << 20, value, np.float32))
-    assert tsr.load(target)[-1] == 3
-    assert os.listdir(tmp_path) == ["big.tsr"]
+def _wait_for_fds(before: set[str]) -> set[str]:
+    """The descriptors opened since ``before`` once the closer thread caught up (≤ 5 s)."""
     deadline = time.monotonic() + 5
     while _open_fds() - before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not _open_fds() - before
+    return _open_fds() - before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.parametrize("count", [1 << 20, 3])
+def test_replacing_a_file_frees_it_without_leaking_descriptors(
+    tmp_path: Path, count: int
+) -> None:
+    """The old file of a save over a file is unlinked at once and its descriptor is
+    closed off the caller's path (freeing blocks can be slow); none is leaked."""
+    target = tmp_path / "x.tsr"
+    tsr.save(target, np.zeros(count, np.float32))
+    before = _open_fds()
+    for value in (1, 2, 3):
+        tsr.save(target, np.full(count, value, np.float32))
+        assert os.listdir(tmp_path) == ["x.tsr"]  # no name left behind, even for a moment
+    assert tsr.load(target)[-1] == 3
+    assert not _wait_for_fds(before)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_descriptors_waiting_to_be_closed_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the closer thread falls behind, the caller closes: a burst of saves cannot run
+    the process out of descriptors."""
+    target = tmp_path / "x.tsr"
+    tsr.save(target, np.zeros(3, np.float32))
+    tsr.save(target, np.zeros(3, np.float32))  # the closer thread exists from here
+    assert _io._free_queue is not None
+    gate = threading.Event()
+    real_close = os.close
+    stuck = threading.Event()
+
+    def close(fd: int) -> None:
+        if threading.current_thread().name == "tsr-free":
+            stuck.set()
+            gate.wait(10)  # the closer thread hangs here
+        real_close(fd)
+
+    monkeypatch.setattr(os, "close", close)
+    _io._free_queue.put(-1)  # wakes the thread into the hang (its failed close is ignored)
+    assert stuck.wait(5)
+    before = _open_fds()
+    try:
+        for value in range(3 * _io._PENDING_MAX):
+            tsr.save(target, np.full(3, value, np.float32))
+        assert _io._free_queue.qsize() <= _io._PENDING_MAX
+        assert len(_open_fds() - before) <= _io._PENDING_MAX
+    finally:
+        gate.set()
+    assert tsr.load(target).tolist() == [3 * _io._PENDING_MAX - 1] * 3
+    assert not _wait_for_fds(before)
