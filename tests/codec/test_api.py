@@ -430,3 +430,71 @@ def test_descriptors_waiting_to_be_closed_are_bounded(
         gate.set()
     assert tsr.load(target).tolist() == [3 * _io._PENDING_MAX - 1] * 3
     assert not _wait_for_fds(before)
+
+
+@pytest.mark.parametrize("limit", [1, 10, 64, 70])
+def test_short_writes_still_write_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """A write call may take fewer bytes than offered (signals, pipes, quotas): the rest
+    follows, wherever the cut falls (in the header, at its end, in the payload)."""
+    real_writev, real_write = os.writev, os.write
+
+    def writev(fd: int, buffers: tuple[bytes | memoryview, ...]) -> int:
+        data = b"".join(bytes(b) for b in buffers)[:limit]
+        return real_writev(fd, [data])
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        return real_write(fd, bytes(data[:limit]))
+
+    arr = np.arange(40, dtype=np.int32).reshape(4, 10)
+    monkeypatch.setattr(os, "writev", writev)
+    monkeypatch.setattr(os, "write", write)
+    for source in (arr, arr.T, arr.astype(">i4")):
+        tsr.save(tmp_path / "x.tsr", source)
+        assert (tmp_path / "x.tsr").read_bytes() == tsr.to_bytes(source)
+
+
+@pytest.mark.parametrize("count", [8192, 8193, 30_000, 65_536 * 3 + 7])
+def test_big_copies_are_read_in_parallel_parts_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    monkeypatch.setattr(_io, "_PARALLEL_PART_BYTES", 4096)  # parts of small files
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    step = [0]
+    real = _io._pread_exact
+
+    def spy(fd: int, view: memoryview, offset: int) -> None:
+        step[0] = max(step[0], len(view))
+        real(fd, view, offset)
+
+    monkeypatch.setattr(_io, "_pread_exact", spy)
+    arr = np.random.default_rng(count).integers(-(2**31), 2**31, count, dtype=np.int32)
+    tsr.save(tmp_path / "x.tsr", arr)
+    assert np.array_equal(tsr.load(tmp_path / "x.tsr", mmap=False), arr)
+    assert step[0] < arr.nbytes  # it was split
+    assert _io._read_threads(arr.nbytes) == 4
+
+
+def test_a_parallel_read_reports_the_first_short_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file cut short while being read (after its size was checked): the error names
+    the first missing byte, and no reader thread is left running."""
+    monkeypatch.setattr(_io, "_PARALLEL_PART_BYTES", 4096)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    arr = np.arange(1 << 20, dtype=np.float32)  # 4 MiB: four parts of 1 MiB
+    tsr.save(tmp_path / "x.tsr", arr)
+    cut = 64 + (3 << 20) // 2  # inside the second part; the third and fourth get nothing
+    real = os.preadv
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if offset >= cut:
+            return 0
+        return real(fd, [buffers[0][: cut - offset]], offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    with pytest.raises(tsr.TruncatedError) as info:
+        tsr.load(tmp_path / "x.tsr", mmap=False)
+    assert info.value.offset == cut
+    assert not [t for t in threading.enumerate() if t.name == "tsr-read"]
