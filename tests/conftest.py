@@ -1,9 +1,12 @@
-"""Project-wide test set-up: where the shared vectors are, and the slow-test switch."""
+"""Project-wide test set-up: where the shared vectors are, the slow-test switch, and a
+pid that no process has."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +49,11 @@ def manifest(vectors_dir: Path) -> list[dict[str, Any]]:
     """The entries of ../shared/vectors/manifest.json."""
     files: list[dict[str, Any]] = json.loads((vectors_dir / "manifest.json").read_text())["files"]
     return files
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

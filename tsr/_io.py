@@ -544,6 +544,8 @@ def _file_or_link(path: str) -> bool:
 
 
 _PENDING_MAX = 64
+_OPEN_OLD = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_OPEN_OLD |= getattr(os, "O_CLOEXEC", 0)
 _free_queue: queue.SimpleQueue[int] | None = None
 _free_lock = threading.Lock()
 
@@ -558,9 +560,8 @@ def _discard_old(path: str) -> None:
     the blocks. No name is left behind, and at exit the kernel closes whatever the worker
     has not. At most ``_PENDING_MAX`` descriptors wait; past that the caller closes.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, _OPEN_OLD)
     except OSError:  # a symlink (ELOOP), or no permission to read: unlink as before
         os.unlink(path)
         return

@@ -259,16 +259,10 @@ def test_failed_write_keeps_old_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["x.tsr"]
 
 
-def _dead_pid() -> int:
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return int(proc.stdout)
-
-
 def test_stale_temp_files_of_dead_writers_are_cleaned(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
 ) -> None:
-    dead = _dead_pid()
+    dead = dead_pid
     stale = [f".x.tsr.tsr-tmp-{dead}-deadbeef", f".y.tsr.tsr-tmp-{dead}-00c0ffee"]
     kept = [
         f".x.tsr.tsr-tmp-{os.getppid()}-cafe0000",  # a live writer
@@ -287,7 +281,7 @@ def test_stale_temp_files_of_dead_writers_are_cleaned(
 
 
 def test_directory_is_scanned_at_most_once_a_minute(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
 ) -> None:
     """Saving into a big directory must not list it every time; a stale temp that
     appears meanwhile goes at the first save after the minute."""
@@ -295,7 +289,7 @@ def test_directory_is_scanned_at_most_once_a_minute(
     target = tmp_path / "x.tsr"
     tsr.save(target, np.zeros(1, np.float32))
     (scanned_at,) = _io._scanned.values()
-    stale = tmp_path / f".x.tsr.tsr-tmp-{_dead_pid()}-0badf00d"
+    stale = tmp_path / f".x.tsr.tsr-tmp-{dead_pid}-0badf00d"
     stale.write_bytes(b"TSR!")
     tsr.save(target, np.ones(1, np.float32))
     tsr.save(tmp_path / "y.tsr", np.ones(1, np.float32))
@@ -307,9 +301,9 @@ def test_directory_is_scanned_at_most_once_a_minute(
 
 
 def test_a_stale_temp_that_cannot_be_removed_does_not_fail_the_save(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
 ) -> None:
-    stale = tmp_path / f".x.tsr.tsr-tmp-{_dead_pid()}-0badf00d"
+    stale = tmp_path / f".x.tsr.tsr-tmp-{dead_pid}-0badf00d"
     stale.write_bytes(b"TSR!")
     real_unlink = os.unlink
 

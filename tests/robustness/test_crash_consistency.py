@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -32,17 +31,11 @@ def _script() -> ModuleType:
     return module
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def test_next_save_removes_only_the_temps_of_dead_writers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
 ) -> None:
     target = tmp_path / "x.tsr"
-    dead, live = _dead_pid(), os.getppid()
+    dead, live = dead_pid, os.getppid()
     names = {
         "dead": f".x.tsr.tsr-tmp-{dead}-0badc0de",
         "live": f".x.tsr.tsr-tmp-{live}-00000001",
