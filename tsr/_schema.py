@@ -4,7 +4,7 @@
 that needs the layout derives from it at import time: the header size, each field's offset
 and size (:data:`FIELDS`), the fast :mod:`struct` codec used on the hot path
 (:data:`FAST`), and the field table of ``spec/tsr-v1.md`` (:func:`spec_table`, checked by
-the test suite).
+the test suite), all through the shared :class:`tsr._layout.Layout`.
 
 The schema describes layout only. The rules a header must obey (which magic, which codes,
 how dims and ``total_elements`` relate) live in :mod:`tsr.header`, which reports them with
@@ -13,11 +13,11 @@ field names and offsets taken from here.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
 from typing import Any
 
 import construct as cs
+
+from ._layout import FieldInfo, Layout
 
 MAGIC = b"TSR!"
 VERSION = 1
@@ -38,111 +38,23 @@ HEADER = cs.Struct(
 """The 64-byte TSR v1 header. All integers little-endian two's complement."""
 
 
-@dataclass(frozen=True)
-class FieldInfo:
-    """One header field as the schema declares it."""
-
-    name: str
-    offset: int
-    size: int
-    count: int  # 1 for scalars, 4 for dims
-    kind: str  # "bytes", "int32" or "int64"
-    doc: str
-
-    @property
-    def type_name(self) -> str:
-        """The type as the spec's table spells it (``int32``, ``int32×4``, ``bytes``)."""
-        return self.kind if self.count == 1 else f"{self.kind}×{self.count}"
-
-
-def _unwrap(con: Any) -> tuple[Any, str]:
-    """Strip the Renamed wrappers that names and docstrings add; return (core, doc)."""
-    doc = ""
-    while isinstance(con, cs.Renamed):
-        doc = doc or (con.docs or "")
-        con = con.subcon
-    return con, doc
-
-
-_KINDS = {"<l": ("int32", "i"), "<q": ("int64", "q")}
-
-
-def _describe(name: str, core: Any) -> tuple[int, str, str]:
-    """(count, kind, struct code) of one field's core construct."""
-    if isinstance(core, cs.Const):
-        return 1, "bytes", f"{len(core.value)}s"
-    if isinstance(core, cs.Array):
-        inner, _ = _unwrap(core.subcon)
-        count = core.count
-        assert isinstance(count, int)
-        _, kind, code = _describe(name, inner)
-        return count, kind, f"{count}{code}"
-    if isinstance(core, cs.FormatField) and core.fmtstr in _KINDS:
-        kind, code = _KINDS[core.fmtstr]
-        return 1, kind, code
-    raise TypeError(f"header field {name!r}: no fast-path mapping for {core!r}")
-
-
-def _derive() -> tuple[tuple[FieldInfo, ...], struct.Struct]:
-    fields: list[FieldInfo] = []
-    codes = ["<"]
-    offset = 0
-    for sub in HEADER.subcons:
-        core, doc = _unwrap(sub)
-        assert sub.name is not None
-        count, kind, code = _describe(sub.name, core)
-        size = sub.sizeof()
-        fields.append(FieldInfo(sub.name, offset, size, count, kind, doc))
-        codes.append(code)
-        offset += size
-    return tuple(fields), struct.Struct("".join(codes))
-
-
-FIELDS, FAST = _derive()
-HEADER_SIZE: int = HEADER.sizeof()
-FIELD_BY_NAME = {f.name: f for f in FIELDS}
+_LAYOUT = Layout("TSR v1 header", HEADER)
+FIELDS: tuple[FieldInfo, ...] = _LAYOUT.fields
+FAST = _LAYOUT.fast
+HEADER_SIZE: int = _LAYOUT.size
+FIELD_BY_NAME = _LAYOUT.by_name
 assert FAST.size == HEADER_SIZE == 64, "schema and fast path disagree on the header size"
 
 RawFields = tuple[Any, ...]
 """The flat tuple :data:`FAST` unpacks: magic, version, ..., dims[0..3], ..., reserved_3."""
 
 
-def unpack(buffer: bytes | bytearray | memoryview, offset: int = 0) -> dict[str, Any]:
-    """Decode the 64 header bytes at ``offset`` into a dict of raw field values.
+unpack = _LAYOUT.unpack
+"""Decode the 64 header bytes at ``offset`` into a dict of raw field values (no rule is
+checked: a wrong magic is returned as found; ``dims`` is a tuple)."""
 
-    No rule is checked here (a wrong magic is returned as found). ``dims`` is a tuple.
-    The caller guarantees at least :data:`HEADER_SIZE` bytes.
-    """
-    flat = FAST.unpack_from(buffer, offset)
-    out: dict[str, Any] = {}
-    i = 0
-    for f in FIELDS:
-        if f.count == 1:
-            out[f.name] = flat[i]
-        else:
-            out[f.name] = tuple(flat[i : i + f.count])
-        i += f.count
-    return out
+pack = _LAYOUT.pack
+"""Encode raw field values (as :func:`unpack` returns them) into 64 bytes."""
 
-
-def pack(values: dict[str, Any]) -> bytes:
-    """Encode raw field values (as :func:`unpack` returns them) into 64 bytes."""
-    flat: list[Any] = []
-    for f in FIELDS:
-        v = values[f.name]
-        if f.count == 1:
-            flat.append(v)
-        else:
-            flat.extend(v)
-    return FAST.pack(*flat)
-
-
-def spec_table() -> str:
-    """The spec's header table, in Markdown, generated from the schema."""
-    lines = [
-        "| offset | size | field | type | meaning |",
-        "|-------:|-----:|-------|------|---------|",
-    ]
-    for f in FIELDS:
-        lines.append(f"| {f.offset} | {f.size} | `{f.name}` | {f.type_name} | {f.doc} |")
-    return "\n".join(lines)
+spec_table = _LAYOUT.spec_table
+"""The spec's header table, in Markdown, generated from the schema."""
