@@ -58,3 +58,12 @@ class UnsupportedDTypeError(TSRError):
 
 class BadArgumentError(TSRError):
     """An argument that cannot be written as TSR v1 (rank above 4, a dim over 2**31-1...)."""
+
+
+class ChecksumError(TSRError):
+    """A stored CRC-32 (of a header, or of a tensor's data) does not match the bytes."""
+
+
+class CompressionError(TSRError):
+    """A compressed payload does not inflate to its declared size: not a zlib stream, cut
+    short, longer or shorter than declared, or declaring more than its bytes can hold."""

@@ -1,0 +1,217 @@
+"""zlib for the compressed generations (TSR3 and TSR4 ZLIB payloads), shared and bounded.
+
+- :func:`compress` is byte-exact with the C++ writers: ``compress2(..., 6)`` of zlib 1.2.13
+  equals :func:`zlib.compress` at level 6 (verified on every ZLIB vector of the framework).
+- :func:`inflate` never produces more than the declared size: it inflates in steps of at
+  most :data:`OUT_STEP` bytes into a buffer of exactly ``nbytes`` and stops at the bound, so
+  a zlib bomb costs at most ``nbytes`` of memory. Before anything is allocated, ``nbytes``
+  is checked against what ``len(payload)`` bytes can inflate to at all
+  (:func:`max_inflated_size`). Bytes after the end of the zlib stream inside the payload are
+  not an error (the C++ importers accept them) but are counted in :attr:`Inflated.trailing`,
+  for the validators to report.
+- :func:`crc32` is CRC-32 over any contiguous buffer, in chunks, without copies; the inflate
+  and compress paths compute it on the uncompressed bytes as they go (cache-hot).
+- :func:`compress_many` / :func:`inflate_many` do many independent blocks on a thread pool
+  (zlib releases the GIL); their output is the sequential output, byte for byte, and the
+  error raised is the first one in block order.
+
+Why 1032: a deflate stream spends at least one bit per literal byte, and at least two bits
+(a length code and a distance code, each at least one bit long) per match, which copies at
+most 258 bytes. So no bit can yield more than 129 bytes and a payload of ``c`` bytes (zlib
+header and trailer included) never inflates past ``1032 * c`` bytes (:data:`MAX_RATIO`).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import CompressionError
+
+LEVEL = 6
+"""The compression level every C++ writer uses."""
+
+MAX_RATIO = 1032
+"""Deflate's maximum expansion: bytes of output per byte of compressed input."""
+
+CRC_CHUNK = 64 << 20
+"""Bytes per :func:`zlib.crc32` call (each call releases the GIL)."""
+
+IN_STEP = 256 << 10
+"""Compressed bytes fed to the inflater per step."""
+
+OUT_STEP = 4 << 20
+"""The most uncompressed bytes one inflate step produces."""
+
+PARALLEL_MIN_BYTES = 256 << 10
+"""Below this many bytes in all, blocks are done one after another (threads cost more)."""
+
+Buffer = bytes | bytearray | memoryview
+Problem = Literal["ratio", "corrupt", "truncated", "too_long", "too_short"]
+"""Why a payload does not inflate to its declared size (:attr:`CompressionError.found`)."""
+
+
+def _bytes_view(data: Buffer | npt.NDArray[Any]) -> memoryview:
+    view = data.data if isinstance(data, np.ndarray) else memoryview(data)
+    if not view.c_contiguous:
+        raise ValueError("zlib helpers need a contiguous buffer")
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def crc32(data: Buffer | npt.NDArray[Any], value: int = 0) -> int:
+    """CRC-32 (as :func:`zlib.crc32`) of a contiguous buffer, continuing from ``value``."""
+    view = _bytes_view(data)
+    for start in range(0, len(view), CRC_CHUNK):
+        value = zlib.crc32(view[start : start + CRC_CHUNK], value)
+    return value
+
+
+def max_inflated_size(payload_size: int) -> int:
+    """The most bytes a zlib payload of ``payload_size`` bytes can inflate to."""
+    return MAX_RATIO * payload_size
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """One compressed block."""
+
+    data: bytes
+    """``zlib.compress(block, 6)``: the payload as the C++ writer stores it."""
+    crc32: int
+    """CRC-32 of the uncompressed block."""
+
+
+def compress(data: Buffer | npt.NDArray[Any]) -> Compressed:
+    """Compress one block exactly as the C++ writers do (zlib, level 6), with its CRC-32."""
+    view = _bytes_view(data)
+    return Compressed(zlib.compress(view, LEVEL), crc32(view))
+
+
+@dataclass(frozen=True)
+class Inflated:
+    """One inflated block."""
+
+    data: npt.NDArray[Any]
+    """The ``nbytes`` uncompressed bytes, as a writable 1-D ``uint8`` array."""
+    crc32: int
+    """CRC-32 of :attr:`data`."""
+    trailing: int
+    """Bytes of the payload after the end of its zlib stream (accepted by C++)."""
+
+
+def _fail(problem: Problem, message: str, nbytes: int, what: str) -> CompressionError:
+    return CompressionError(f"{what}: {message}", field=what, found=problem, expected=nbytes)
+
+
+def inflate(payload: Buffer, nbytes: int, *, what: str = "payload") -> Inflated:
+    """Inflate one zlib stream that must hold exactly ``nbytes`` bytes.
+
+    Raises :class:`CompressionError` (``found`` says which problem) when ``nbytes`` exceeds
+    what the payload can inflate to (``"ratio"``, checked before allocating), the stream is
+    not valid zlib (``"corrupt"``), ends before its end (``"truncated"``), holds more than
+    ``nbytes`` (``"too_long"``: inflation stops at the bound) or less (``"too_short"``).
+    ``what`` names the block in the messages (``"tensor 3"``).
+    """
+    view = _bytes_view(payload)
+    size = len(view)
+    if nbytes < 0 or nbytes > max_inflated_size(size):
+        raise _fail(
+            "ratio",
+            f"declares {nbytes} uncompressed bytes but {size} zlib bytes inflate to at most "
+            f"{max_inflated_size(size)} ({MAX_RATIO}:1); the entry's size fields are wrong",
+            nbytes,
+            what,
+        )
+    out = np.empty(nbytes, np.uint8)  # pages are committed only as they are written
+    target = out.data
+    inflater = zlib.decompressobj()
+    produced = 0
+    consumed = 0
+    crc = 0
+    pending: Buffer = b""
+    try:
+        while not inflater.eof:
+            if not pending and consumed < size:
+                pending = view[consumed : consumed + IN_STEP]
+                consumed += len(pending)
+            room = nbytes - produced
+            piece = inflater.decompress(pending, min(room + 1, OUT_STEP))
+            pending = inflater.unconsumed_tail
+            if len(piece) > room:
+                raise _fail(
+                    "too_long",
+                    f"the zlib stream holds more than the declared {nbytes} bytes "
+                    "(inflation stopped there)",
+                    nbytes,
+                    what,
+                )
+            target[produced : produced + len(piece)] = piece
+            crc = zlib.crc32(piece, crc)
+            produced += len(piece)
+            if not piece and not pending and consumed >= size and not inflater.eof:
+                raise _fail(
+                    "truncated",
+                    f"the zlib stream ends early: its {size} bytes hold {produced} of the "
+                    f"{nbytes} bytes and no end of stream",
+                    nbytes,
+                    what,
+                )
+    except zlib.error as exc:
+        raise _fail("corrupt", f"not a valid zlib stream ({exc})", nbytes, what) from None
+    if produced != nbytes:
+        raise _fail(
+            "too_short",
+            f"the zlib stream holds {produced} bytes, the entry declares {nbytes}",
+            nbytes,
+            what,
+        )
+    trailing = len(inflater.unused_data) + (size - consumed)
+    return Inflated(out, crc, trailing)
+
+
+def threads() -> int:
+    """Worker threads for the parallel helpers: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _map(func: Callable[[T], R], items: Sequence[T], total: int, workers: int | None) -> list[R]:
+    n = min(len(items), workers if workers is not None else threads())
+    if n <= 1 or total < PARALLEL_MIN_BYTES:
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tsr-zlib") as pool:
+        results: Iterator[R] = pool.map(func, items)
+        return list(results)  # re-raises the first failing block's error, in block order
+
+
+def compress_many(
+    blocks: Sequence[Buffer | npt.NDArray[Any]],
+    *,
+    workers: int | None = None,
+) -> list[Compressed]:
+    """:func:`compress` of every block, in parallel; the same bytes as one after another."""
+    total = sum(_bytes_view(b).nbytes for b in blocks)
+    return _map(compress, blocks, total, workers)
+
+
+def inflate_many(
+    jobs: Sequence[tuple[Buffer, int, str]],
+    *,
+    workers: int | None = None,
+) -> list[Inflated]:
+    """:func:`inflate` of every ``(payload, nbytes, what)``, in parallel, in order."""
+    total = sum(nbytes for _, nbytes, _ in jobs)
+    return _map(lambda job: inflate(job[0], job[1], what=job[2]), jobs, total, workers)
