@@ -11,6 +11,8 @@ and ``.tsr`` tensors out, ``status.txt`` both ways. The protocol is specified in
 - Add a command: ``@tsr_worker.command("name", inputs=1)`` on a function (see
   :mod:`tsr_worker.registry`).
 - Drive a worker from Python: :class:`tsr_worker.Session` (see :mod:`tsr_worker.client`).
+- Run a server written for upstream's ``tech_renaissance.py``: change its import to
+  :mod:`tsr_worker.compat`.
 - Embed the loop: :class:`tsr_worker.Worker` with a :class:`tsr_worker.WorkerConfig`.
 
 Importing this package does not import torch or NumPy.

@@ -8,16 +8,20 @@ Usage::
                [--max-request-bytes N] [--max-params-chars N] [--max-input-bytes N]
                [--max-inputs N] [--threads N] [--no-preload] [--log-level LEVEL]
     tsr-worker --write-launcher PATH [--workspace DIR] [--layout ...] [worker options]
+    tsr-worker --write-launcher PATH --server SCRIPT [--workspace DIR]
 
 The session directory is ``<WORKSPACE>/<layout>/tr_session_<SESSION_ID>`` (workspace:
 ``--workspace``, else ``$TSR_WORKSPACE``, else ``./workspace``; session ``default``), or
-``--session-dir``. This entry point is the only place that installs signal handlers:
-SIGTERM, SIGINT and SIGHUP end the worker after the current request.
+``--session-dir``. This entry point is the only place of the worker that installs signal
+handlers (users' servers, :mod:`tsr_worker.compat`, install theirs in ``run``): SIGTERM,
+SIGINT and SIGHUP end the worker after the current request.
 
 The C++ client runs ``python3 "<script_path>" <session_id>``. ``--write-launcher PATH``
 writes such a script: run by any ``python3``, it re-executes the interpreter tsr is
 installed in (this one) as ``-m tsr_worker`` with the session id and the options given
-here (the workspace made absolute).
+here (the workspace made absolute). With ``--server SCRIPT`` it runs a user's server
+script (:mod:`tsr_worker.compat`) with that interpreter instead, ``--workspace`` passed
+as ``$TSR_WORKSPACE``.
 """
 
 from __future__ import annotations
@@ -115,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write a launcher script for the C++ client at PATH and exit",
     )
+    p.add_argument(
+        "--server",
+        metavar="SCRIPT",
+        help="with --write-launcher: the launcher runs this server script of yours (a "
+        "tsr_worker.compat server) instead of the worker; only --workspace applies",
+    )
     return p
 
 
@@ -168,9 +178,15 @@ import sys
 
 PYTHON = {python!r}
 WORKER_ARGS = {args!r}
+SERVER_SCRIPT = {script!r}
+ENVIRONMENT = {env!r}
 
 if __name__ == "__main__":
-    argv = [PYTHON, "-m", "tsr_worker"] + sys.argv[1:] + WORKER_ARGS
+    if SERVER_SCRIPT is None:
+        argv = [PYTHON, "-m", "tsr_worker"] + sys.argv[1:] + WORKER_ARGS
+    else:
+        argv = [PYTHON, SERVER_SCRIPT] + sys.argv[1:]
+    os.environ.update(ENVIRONMENT)
     try:
         os.execv(PYTHON, argv)
     except OSError as exc:
@@ -179,13 +195,26 @@ if __name__ == "__main__":
 """
 
 
-def write_launcher(path: str, worker_args: Sequence[str], python: str | None = None) -> str:
+def write_launcher(
+    path: str,
+    worker_args: Sequence[str],
+    python: str | None = None,
+    *,
+    server: str | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
     """Write the launcher script at ``path`` (mode 0755, atomically, parent directories
     created); return its absolute path. ``python`` defaults to this interpreter
-    (``sys.executable``)."""
+    (``sys.executable``). With ``server`` (a script path, made absolute) the launcher runs
+    that script with the client's arguments instead of the worker, ``env`` set."""
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    text = _LAUNCHER.format(python=python or sys.executable, args=list(worker_args))
+    text = _LAUNCHER.format(
+        python=python or sys.executable,
+        args=list(worker_args),
+        script=None if server is None else os.path.abspath(server),
+        env=dict(env or {}),
+    )
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -209,9 +238,13 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
     if args.write_launcher:
         if args.session_dir or args.client_pid is not None or args.session_id != "default":
             parser.error("--write-launcher takes no session id, --session-dir or --client-pid")
+        if args.server:
+            return _write_server_launcher(parser, args)
         written = write_launcher(args.write_launcher, _worker_options(args))
         print(written)
         return 0
+    if args.server:
+        parser.error("--server goes with --write-launcher")
     try:
         limits = Limits(
             **{n: getattr(args, n) for n in _LIMIT_OPTIONS if getattr(args, n) is not None}
@@ -257,4 +290,18 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+    return 0
+
+
+# ----------------------------------------------------------------------------- users' servers
+
+
+def _write_server_launcher(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    given = [o for o in _worker_options(args)[4:] if o.startswith("--")]
+    if given or args.layout != protocol.LAYOUTS[0]:
+        parser.error(f"--server takes only --workspace (got {' '.join(given) or '--layout'})")
+    if not os.path.isfile(args.server):
+        parser.error(f"--server {args.server}: no such file")
+    env = {"TSR_WORKSPACE": resolve_workspace(args.workspace)} if args.workspace else {}
+    print(write_launcher(args.write_launcher, [], server=args.server, env=env))
     return 0

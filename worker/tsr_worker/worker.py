@@ -20,6 +20,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -84,9 +85,18 @@ def _failure(cmd: str, info: ErrorInfo) -> _Answer:
 class Worker:
     """Serves one session directory (see the module docstring)."""
 
-    def __init__(self, config: WorkerConfig, registry: Registry | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        registry: Registry | None = None,
+        *,
+        handler: Callable[[Request], _Answer] | None = None,
+    ) -> None:
         self.config = config
         self.registry = DEFAULT if registry is None else registry
+        self.handler = handler
+        """Serves every request but ``exit`` in place of the registry: the user servers
+        of :mod:`tsr_worker.compat` (``main_logic``). It returns the one answer."""
         self._stop = StopPipe()
         self._stop_reason: ExitReason | None = None
         self._preload_thread: threading.Thread | None = None
@@ -329,6 +339,8 @@ class Worker:
         known = self.registry.get(request.name) if _valid_name(request.name) else None
         reply_cmd = request.name if _valid_name(request.name) else ""
         try:
+            if self.handler is not None:
+                return self.handler(request)
             if known is None:
                 raise ProtocolError(
                     ErrorCode.UNKNOWN_COMMAND,
