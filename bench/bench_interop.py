@@ -6,7 +6,7 @@ the system C++ compiler. Each worker is started the framework's way, through a l
 written by ``tsr-worker --write-launcher`` and run as ``python3 "<launcher>" <id> &``:
 
 * ours: ``--wait auto`` (inotify where available, event-driven);
-* upstream-like: ``--wait poll`` (sleeps the upstream 32 ms -> 1024 ms back-off).
+* upstream-like: ``--wait upstream`` (sleeps the upstream 32 ms -> 1024 ms back-off).
 
 Runs are sequential (one worker at a time) and each is repeated; the table shows medians.
 
@@ -39,7 +39,7 @@ from interop.kitlib import (  # noqa: E402
     wait_gone,
 )
 
-MODES = {"ours": "auto", "upstream-like": "poll"}
+MODES = {"ours": "auto", "upstream-like": "upstream"}
 COMMANDS = [
     "matmul", "add", "conv_k3_s1_p0", "conv_k3_s1_p1", "conv_k3_s2_p1", "conv_k1_s1_p0",
     "conv_k1_s2_p0", "conv_k7_s2_p3", "tconv_k3_s1_p1", "tconv_k3_s2_p1", "zeros_like",

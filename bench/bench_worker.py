@@ -4,7 +4,7 @@ same worker polling like upstream.
 Workers compared (both ``python -m tsr_worker``, so the only difference is how they wait):
 
 * ours: ``--wait inotify``, event-driven;
-* upstream-like: ``--wait poll``, the upstream loop's 32 ms -> 1024 ms adaptive sleep.
+* upstream-like: ``--wait upstream``, the upstream loop's 32 ms -> 1024 ms adaptive sleep.
 
 Clients (``tsr_worker.Session``): ``tight`` checks for the reply every 0.1 ms, so the
 worker's own latency shows; ``backoff`` polls like the C++ client (32 ms, doubling every 8
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tsr_worker import Session
 
-MODES = {"ours": "inotify", "upstream-like": "poll"}
+MODES = {"ours": "inotify", "upstream-like": "upstream"}
 REFERENCE = {  # the upstream worker, measured on the project's reference machine
     "start-up to running": "1200",
     "hello, tight client": "32.7",

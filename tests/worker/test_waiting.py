@@ -19,6 +19,7 @@ from tsr_worker.waiting import (
     InotifyWaiter,
     PollWaiter,
     StopPipe,
+    UpstreamPollWaiter,
     WakeKind,
     inotify_available,
 )
@@ -90,9 +91,9 @@ def test_inotify_sees_the_directory_go(sdir: SessionDir, how: str) -> None:
         stop.close()
 
 
-def test_poll_waiter_sleeps_the_backoff_and_honours_stop(sdir: SessionDir) -> None:
+def test_upstream_poll_waiter_sleeps_the_backoff_and_honours_stop(sdir: SessionDir) -> None:
     stop = StopPipe()
-    w = PollWaiter(sdir, stop, None)
+    w = UpstreamPollWaiter(sdir, stop, None)
     try:
         start = time.monotonic()
         for _ in range(9):  # 9 x 32 ms
@@ -208,9 +209,9 @@ def test_idle_worker_makes_no_timed_wake_ups(tmp_path: Path) -> None:
 
 
 def test_upstream_like_polling_mode_does_wake_up(tmp_path: Path) -> None:
-    """The contrast: ``--wait poll`` wakes every 32 to 1024 ms as upstream does."""
+    """The contrast: ``--wait upstream`` wakes every 32 to 1024 ms as upstream does."""
     d = tmp_path / "s"
-    w = spawn(d, "--wait", "poll", "--idle-timeout", "0")
+    w = spawn(d, "--wait", "upstream", "--idle-timeout", "0")
     try:
         before = ctx_switches(w.proc.pid)
         time.sleep(0.5)

@@ -4,7 +4,7 @@ Usage::
 
     tsr-worker [SESSION_ID] [--workspace DIR] [--layout python_session|pytorch_session]
                [--session-dir DIR] [--idle-timeout S] [--client-pid PID]
-               [--wait auto|inotify|poll] [--commands MODULE_OR_FILE ...]
+               [--wait auto|inotify|poll|upstream] [--commands MODULE_OR_FILE ...]
                [--max-request-bytes N] [--max-params-chars N] [--max-input-bytes N]
                [--max-inputs N] [--threads N] [--no-preload] [--log-level LEVEL]
     tsr-worker --write-launcher PATH [--workspace DIR] [--layout ...] [worker options]
@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--wait",
-        choices=("auto", "inotify", "poll"),
-        help="inotify (event-driven), poll (upstream-like 32-1024 ms back-off); default auto",
+        choices=("auto", "inotify", "poll", "upstream"),
+        help="inotify (event-driven), poll (fast while active, backing off when idle), "
+        "upstream (the upstream 32-1024 ms schedule); default auto: inotify on local "
+        "filesystems, poll on network and FUSE ones",
     )
     p.add_argument(
         "--commands",

@@ -26,7 +26,7 @@ DEFAULT_IDLE_TIMEOUT_S = 12 * 3600.0
 of a live client (an overnight training epoch between two checks), short enough that a
 worker whose client died unnoticed goes away the same day."""
 
-WaitMode = Literal["auto", "inotify", "poll"]
+WaitMode = Literal["auto", "inotify", "poll", "upstream"]
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,9 @@ class WorkerConfig:
     """Leave when this process exits: ``None`` discovers the client, 0 watches none
     (see :mod:`tsr_worker.procwatch`)."""
     wait: WaitMode = "auto"
-    """``inotify`` (event-driven), ``poll`` (upstream-like back-off) or ``auto`` (inotify
-    where available)."""
+    """``inotify`` (event-driven), ``poll`` (fast while active, backing off when idle),
+    ``upstream`` (the upstream worker's 32-1024 ms schedule, for comparison) or ``auto``
+    (inotify on local filesystems where available, else poll: :func:`tsr_worker.waiting.choose`)."""
     preload: bool = True
     """Import torch in a background thread at start-up (else on the first tensor request)."""
     threads: int = 0
@@ -100,5 +101,5 @@ class WorkerConfig:
             raise ValueError(f"idle_timeout_s must be >= 0, got {self.idle_timeout_s}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
-        if self.wait not in ("auto", "inotify", "poll"):
-            raise ValueError(f"wait must be auto, inotify or poll, got {self.wait!r}")
+        if self.wait not in ("auto", "inotify", "poll", "upstream"):
+            raise ValueError(f"wait must be auto, inotify, poll or upstream, got {self.wait!r}")

@@ -112,6 +112,20 @@ class SessionDir:
         """Whether ``name`` exists (a dangling link counts)."""
         return self.lstat(name) is not None
 
+    def present(self, name: str) -> bool:
+        """Whether ``name`` exists, asked afresh: an ``open``, which network filesystems
+        revalidate (close-to-open consistency) where a ``stat`` may answer from a cache
+        (a file deleted by another machine can look present for a second or more on FUSE
+        or NFS). What cannot be opened (a link, no permission) falls back to ``lstat``."""
+        try:
+            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return self.exists(name)
+        os.close(fd)
+        return True
+
     def gone(self) -> bool:
         """True once the directory was removed, or its path no longer leads to it."""
         try:

@@ -11,9 +11,18 @@ is closed, and the worker holds one), the stop pipe and the client's pidfds. An 
 worker makes no system call until something happens. inotify is used through ``ctypes``
 on libc directly: three functions, no dependency.
 
-:class:`PollWaiter` is the fallback and the upstream-like mode: it sleeps the adaptive
-32 to 1024 ms schedule of :func:`tsr_worker.protocol.backoff_delays_ms` and then reports
-that anything may have changed.
+:class:`PollWaiter` is for session directories whose events cannot be trusted (network and
+FUSE filesystems: see :mod:`tsr_worker.fstype`) and the fallback where inotify is
+unavailable. It probes the names that start work (``request.json``, ``exit.flag``) with
+one ``lstat`` each, every millisecond or so while a session is active (as often as keeps
+the probes under :data:`PROBE_SHARE` of the time, measured), and backs off in proportion
+to the idle time once no request came for :data:`ACTIVE_HOLD_S`, to one probe a second.
+``status.txt`` and the directory's own presence are checked every :data:`SLOW_CHECK_S`.
+:class:`UpstreamPollWaiter` sleeps the upstream worker's 32 to 1024 ms schedule
+(:func:`tsr_worker.protocol.backoff_delays_ms`) and reports that anything may have
+changed: the comparison the benchmarks make.
+
+:func:`choose` picks the waiter for a ``--wait`` mode and a filesystem type, and says why.
 """
 
 from __future__ import annotations
@@ -33,17 +42,21 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import protocol
+from .fstype import FsType
 from .procwatch import FALLBACK_CHECK_S, ProcessWatch
-from .sessiondir import SessionDir
+from .sessiondir import SessionDir, identity
 
 __all__ = [
+    "Choice",
     "InotifyUnavailableError",
     "InotifyWaiter",
     "PollWaiter",
     "StopPipe",
+    "UpstreamPollWaiter",
     "Waiter",
     "Wake",
     "WakeKind",
+    "choose",
     "inotify_available",
 ]
 
@@ -346,10 +359,92 @@ class InotifyWaiter(_Base):
             os.close(self._fd)
 
 
+ACTIVE_MIN_S = 0.001
+"""The shortest interval between two probes (a session is active)."""
+ACTIVE_MAX_S = 0.032
+"""The longest interval while active, however slow the probe (upstream's shortest)."""
+PROBE_SHARE = 0.05
+"""While active, probes take at most this share of the time: interval >= cost / share."""
+ACTIVE_HOLD_S = 2.0
+"""The active interval holds this long after the last request (the gaps of a C++ loop
+between calls), then the interval grows with the idle time..."""
+IDLE_RATIO = 0.1
+"""...as this share of it (a request after 5 s of idleness waits at most 0.5 s)..."""
+IDLE_MAX_S = 1.0
+"""...up to this (one probe a second, like upstream's idle 1024 ms)."""
+SLOW_CHECK_S = 0.1
+"""``status.txt`` (the client's ``exit``) and the directory's removal are checked at
+least this often (``terminate()`` allows 500 ms)."""
+_FAST_NAMES = (protocol.REQUEST, protocol.EXIT_FLAG)
+_SLOW_NAMES = frozenset({protocol.STATUS, protocol.RESPONSE})
+
+
 class PollWaiter(_Base):
-    """Polling with the upstream adaptive schedule (32 ms doubling to 1024 ms)."""
+    """Adaptive polling: fast while a session is active, backing off when idle (see the
+    module docstring)."""
 
     name = "poll"
+
+    def __init__(self, session: SessionDir, stop: StopPipe, client: ProcessWatch | None) -> None:
+        super().__init__(session, stop, client)
+        self._last_activity = time.monotonic()
+        self._last_slow = float("-inf")
+        self._probe_s = 0.0  # smoothed cost of one probe round
+        self._seen: dict[str, tuple[int, ...] | None] = {}
+
+    def activity(self) -> None:
+        """A request arrived: back to the active interval."""
+        self._last_activity = time.monotonic()
+
+    def interval_s(self, now: float | None = None) -> float:
+        """How long the next wait sleeps (the schedule of the module docstring)."""
+        now = time.monotonic() if now is None else now
+        active = min(ACTIVE_MAX_S, max(ACTIVE_MIN_S, self._probe_s / PROBE_SHARE))
+        idle = now - self._last_activity - ACTIVE_HOLD_S
+        if idle <= 0:
+            return active
+        return min(IDLE_MAX_S, max(active, idle * IDLE_RATIO))
+
+    def _probe(self, name: str) -> bool:
+        """Whether ``name`` changed (appeared, went, or was replaced or rewritten) since
+        the last probe. Only absent names are looked up fresh on every network
+        filesystem (a cached positive entry may lag), which is what starts work."""
+        st = self._session.lstat(name)
+        key = None if st is None else (*identity(st), st.st_size)
+        changed = name not in self._seen or self._seen[name] != key
+        self._seen[name] = key
+        return changed
+
+    def wait(self, timeout_s: float | None) -> Wake:
+        """Sleep one interval (less if ``timeout_s`` is shorter), then report the names
+        that changed: possibly none (the caller re-checks what it waits for)."""
+        deadline = _Deadline(timeout_s)
+        sleep_s = self.interval_s()
+        remaining = deadline.remaining_s()
+        if remaining is not None and remaining < sleep_s:
+            sleep_s = remaining
+        wake, _ = self._poll_once(self._cap_s(sleep_s))
+        if wake is not None:
+            return wake
+        started = time.perf_counter()
+        names = {n for n in _FAST_NAMES if self._probe(n)}
+        cost = time.perf_counter() - started
+        self._probe_s = cost if not self._probe_s else 0.8 * self._probe_s + 0.2 * cost
+        now = time.monotonic()
+        if now - self._last_slow >= SLOW_CHECK_S:
+            self._last_slow = now
+            if self._session.gone():
+                return Wake(WakeKind.DIR_GONE)
+            names |= _SLOW_NAMES
+        if not names and deadline.passed():
+            return Wake(WakeKind.TIMEOUT)
+        return Wake(WakeKind.CHANGES, frozenset(names))
+
+
+class UpstreamPollWaiter(_Base):
+    """Polling with the upstream adaptive schedule (32 ms doubling to 1024 ms)."""
+
+    name = "upstream"
 
     def __init__(self, session: SessionDir, stop: StopPipe, client: ProcessWatch | None) -> None:
         super().__init__(session, stop, client)
@@ -375,3 +470,44 @@ class PollWaiter(_Base):
         if deadline.passed():
             return Wake(WakeKind.TIMEOUT)
         return Wake(WakeKind.CHANGES, WATCHED_NAMES)
+
+
+# ----------------------------------------------------------------------------- the choice
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which waiter serves a directory, and why (logged at start-up)."""
+
+    waiter: str
+    """``inotify``, ``poll`` or ``upstream``."""
+    reason: str
+    warning: str = ""
+    """Set when the choice is likely wrong (``--wait inotify`` on a network filesystem)."""
+
+
+def choose(mode: str, fs: FsType, inotify_ok: bool) -> Choice:
+    """The waiter for ``--wait mode`` on filesystem ``fs`` (``inotify_ok``: inotify works).
+
+    ``auto`` waits on inotify where it is available and the filesystem is local; on a
+    network or FUSE filesystem, or one whose type is unknown, it polls: changes made by
+    another machine (or behind the FUSE daemon) raise no inotify event here.
+    """
+    on = fs.describe()
+    if mode in ("poll", "upstream"):
+        return Choice(mode, f"--wait {mode} given; session directory on {on}")
+    if mode == "inotify":
+        warning = ""
+        if not fs.events_trusted:
+            warning = (
+                f"--wait inotify on {on}: changes made by other machines (or behind a FUSE "
+                "mount) raise no inotify event here, so their requests are never seen; "
+                "use --wait auto or poll"
+            )
+        return Choice("inotify", f"--wait inotify given; session directory on {on}", warning)
+    if not fs.events_trusted:
+        why = "unknown filesystem type" if fs.kind == "unknown" else f"{fs.kind} filesystem"
+        return Choice("poll", f"session directory on {on}: {why}, events cannot be trusted")
+    if not inotify_ok:
+        return Choice("poll", f"session directory on {on}, but inotify is unavailable")
+    return Choice("inotify", f"session directory on {on}: local, events trusted")

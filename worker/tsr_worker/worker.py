@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import commands as _builtins  # noqa: F401  (registers the built-in commands)
-from . import protocol
+from . import fstype, protocol
 from .config import WorkerConfig
 from .procwatch import ProcessWatch, discover_client
 from .protocol import ErrorCode, ErrorInfo, ProtocolError, Reply, Request
@@ -37,9 +37,12 @@ from .waiting import (
     InotifyWaiter,
     PollWaiter,
     StopPipe,
+    UpstreamPollWaiter,
     Waiter,
     Wake,
     WakeKind,
+    choose,
+    inotify_available,
 )
 
 if TYPE_CHECKING:
@@ -103,7 +106,9 @@ class Worker:
         self._preload_error: BaseException | None = None
         self._torch: ModuleType | None = None
         self.waiter_name = ""
-        """``inotify`` or ``poll`` once running."""
+        """``inotify``, ``poll`` or ``upstream`` once running."""
+        self.fs: fstype.FsType | None = None
+        """The session directory's filesystem, once running."""
         self.client_pids: tuple[int, ...] = ()
         """The processes watched for the client's death, once running."""
         # What the loop has to look at; all true at start (an initial scan).
@@ -167,14 +172,20 @@ class Worker:
         return reason
 
     def _make_waiter(self, client: ProcessWatch) -> Waiter:
-        mode = self.config.wait
-        if mode != "poll":
+        self.fs = fstype.detect(self._dir.fd, self._dir.path)
+        choice = choose(self.config.wait, self.fs, inotify_available())
+        if choice.warning:
+            log.warning("%s", choice.warning)
+        log.info("waiting by %s: %s", choice.waiter, choice.reason)
+        if choice.waiter == "inotify":
             try:
                 return InotifyWaiter(self._dir, self._stop, client)
             except (InotifyUnavailableError, OSError) as exc:
-                if mode == "inotify":
+                if self.config.wait == "inotify":
                     raise
                 log.warning("inotify unavailable (%s); polling instead", exc)
+        if choice.waiter == "upstream":
+            return UpstreamPollWaiter(self._dir, self._stop, client)
         return PollWaiter(self._dir, self._stop, client)
 
     # ------------------------------------------------------------------ the loop
@@ -529,7 +540,7 @@ class Worker:
 
     def _wait_consumed(self) -> ExitReason | None:
         """Wait until the client has deleted the previous ``response.json``."""
-        while self._dir.exists(protocol.RESPONSE):
+        while self._dir.present(protocol.RESPONSE):
             reason = self._pending_exit()
             if reason is not None:
                 return reason
