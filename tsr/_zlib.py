@@ -110,6 +110,63 @@ def _fail(problem: Problem, message: str, nbytes: int, what: str) -> Compression
     return CompressionError(f"{what}: {message}", field=what, found=problem, expected=nbytes)
 
 
+Outcome = Literal["end", "too_long", "corrupt", "truncated"]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """How a zlib payload inflates into a buffer of ``limit`` bytes (:func:`scan`)."""
+
+    outcome: Outcome
+    """``end``: the stream ended within the limit; ``too_long``: it holds more (inflation
+    stopped at the limit); ``corrupt``: not valid zlib; ``truncated``: the payload ends
+    before the stream does."""
+    produced: int
+    """Bytes inflated (at most the limit)."""
+    crc32: int
+    """CRC-32 of those bytes."""
+    trailing: int
+    """Payload bytes after the end of the stream (``end`` only)."""
+    detail: str = ""
+
+
+def _inflate_into(view: memoryview, limit: int, target: memoryview | None) -> Scan:
+    """Inflate ``view`` in steps, never past ``limit`` bytes, into ``target`` if given."""
+    size = len(view)
+    inflater = zlib.decompressobj()
+    produced = consumed = crc = 0
+    pending: Buffer = b""
+    try:
+        while not inflater.eof:
+            if not pending and consumed < size:
+                pending = view[consumed : consumed + IN_STEP]
+                consumed += len(pending)
+            room = limit - produced
+            piece = inflater.decompress(pending, min(room + 1, OUT_STEP))
+            pending = inflater.unconsumed_tail
+            if len(piece) > room:
+                piece = piece[:room]
+                if target is not None:
+                    target[produced:limit] = piece
+                return Scan("too_long", limit, zlib.crc32(piece, crc), 0)
+            if target is not None:
+                target[produced : produced + len(piece)] = piece
+            crc = zlib.crc32(piece, crc)
+            produced += len(piece)
+            if not piece and not pending and consumed >= size and not inflater.eof:
+                return Scan("truncated", produced, crc, 0)
+    except zlib.error as exc:
+        return Scan("corrupt", produced, crc, 0, str(exc))
+    return Scan("end", produced, crc, len(inflater.unused_data) + (size - consumed))
+
+
+def scan(payload: Buffer, limit: int) -> Scan:
+    """Inflate ``payload`` into nothing, in bounded steps, stopping after ``limit`` bytes:
+    what the stream holds, for validators and the model of the C++ importer (whose
+    ``uncompress`` has a buffer of ``limit`` bytes). Never raises for a bad stream."""
+    return _inflate_into(_bytes_view(payload), limit, None)
+
+
 def inflate(payload: Buffer, nbytes: int, *, what: str = "payload") -> Inflated:
     """Inflate one zlib stream that must hold exactly ``nbytes`` bytes.
 
@@ -130,50 +187,33 @@ def inflate(payload: Buffer, nbytes: int, *, what: str = "payload") -> Inflated:
             what,
         )
     out = np.empty(nbytes, np.uint8)  # pages are committed only as they are written
-    target = out.data
-    inflater = zlib.decompressobj()
-    produced = 0
-    consumed = 0
-    crc = 0
-    pending: Buffer = b""
-    try:
-        while not inflater.eof:
-            if not pending and consumed < size:
-                pending = view[consumed : consumed + IN_STEP]
-                consumed += len(pending)
-            room = nbytes - produced
-            piece = inflater.decompress(pending, min(room + 1, OUT_STEP))
-            pending = inflater.unconsumed_tail
-            if len(piece) > room:
-                raise _fail(
-                    "too_long",
-                    f"the zlib stream holds more than the declared {nbytes} bytes "
-                    "(inflation stopped there)",
-                    nbytes,
-                    what,
-                )
-            target[produced : produced + len(piece)] = piece
-            crc = zlib.crc32(piece, crc)
-            produced += len(piece)
-            if not piece and not pending and consumed >= size and not inflater.eof:
-                raise _fail(
-                    "truncated",
-                    f"the zlib stream ends early: its {size} bytes hold {produced} of the "
-                    f"{nbytes} bytes and no end of stream",
-                    nbytes,
-                    what,
-                )
-    except zlib.error as exc:
-        raise _fail("corrupt", f"not a valid zlib stream ({exc})", nbytes, what) from None
-    if produced != nbytes:
+    got = _inflate_into(view, nbytes, out.data)
+    if got.outcome == "corrupt":
+        raise _fail("corrupt", f"not a valid zlib stream ({got.detail})", nbytes, what)
+    if got.outcome == "truncated":
         raise _fail(
-            "too_short",
-            f"the zlib stream holds {produced} bytes, the entry declares {nbytes}",
+            "truncated",
+            f"the zlib stream ends early: its {size} bytes hold {got.produced} of the "
+            f"{nbytes} bytes and no end of stream",
             nbytes,
             what,
         )
-    trailing = len(inflater.unused_data) + (size - consumed)
-    return Inflated(out, crc, trailing)
+    if got.outcome == "too_long":
+        raise _fail(
+            "too_long",
+            f"the zlib stream holds more than the declared {nbytes} bytes "
+            "(inflation stopped there)",
+            nbytes,
+            what,
+        )
+    if got.produced != nbytes:
+        raise _fail(
+            "too_short",
+            f"the zlib stream holds {got.produced} bytes, the entry declares {nbytes}",
+            nbytes,
+            what,
+        )
+    return Inflated(out, got.crc32, got.trailing)
 
 
 def threads() -> int:
@@ -188,7 +228,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _map(func: Callable[[T], R], items: Sequence[T], total: int, workers: int | None) -> list[R]:
+def map_blocks(
+    func: Callable[[T], R], items: Sequence[T], total: int, workers: int | None = None
+) -> list[R]:
+    """``[func(item) for item in items]`` on a thread pool when there is enough work
+    (``total`` bytes in all): for zlib, CRC and I/O calls, which release the GIL. The
+    first error in item order is raised."""
     n = min(len(items), workers if workers is not None else threads())
     if n <= 1 or total < PARALLEL_MIN_BYTES:
         return [func(item) for item in items]
@@ -204,7 +249,7 @@ def compress_many(
 ) -> list[Compressed]:
     """:func:`compress` of every block, in parallel; the same bytes as one after another."""
     total = sum(_bytes_view(b).nbytes for b in blocks)
-    return _map(compress, blocks, total, workers)
+    return map_blocks(compress, blocks, total, workers)
 
 
 def inflate_many(
@@ -214,4 +259,4 @@ def inflate_many(
 ) -> list[Inflated]:
     """:func:`inflate` of every ``(payload, nbytes, what)``, in parallel, in order."""
     total = sum(nbytes for _, nbytes, _ in jobs)
-    return _map(lambda job: inflate(job[0], job[1], what=job[2]), jobs, total, workers)
+    return map_blocks(lambda job: inflate(job[0], job[1], what=job[2]), jobs, total, workers)

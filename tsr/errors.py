@@ -67,3 +67,8 @@ class ChecksumError(TSRError):
 class CompressionError(TSRError):
     """A compressed payload does not inflate to its declared size: not a zlib stream, cut
     short, longer or shorter than declared, or declaring more than its bytes can hold."""
+
+
+class LayoutError(TSRError):
+    """Data blocks that overlap, lie inside the header or directory, or do not end the file
+    as their directory says."""

@@ -1,0 +1,688 @@
+"""TSR-V4.20 (``TSR4``): the layout, the model and the rules of the framework's current format.
+
+A TSR4 file is a 128-byte file header, a directory of ``tensor_count`` 64-byte entries at
+byte 128, then one data block per tensor: RAW (file_mode 0: blocks 256-aligned from
+``128 + 64N`` rounded up to 256, zero gaps, the file ends at the last block) or ZLIB
+(file_mode 1: one zlib stream per tensor, packed from ``128 + 64N``). Every tensor is 4-D
+NHWC; CRC-32 covers the header (with its CRC field zeroed) and each tensor's uncompressed
+bytes. The normative text is ``spec/tsr-v4.md``.
+
+:data:`HEADER` and :data:`ENTRY` are the single declaration of the layout; offsets, sizes,
+the fast codec and the spec tables derive from them (:class:`tsr._layout.Layout`).
+:func:`header_problems` and :func:`directory_problems` list every rule broken, in reading
+order, each as a :class:`Problem` tied to its field and byte offset: the reader raises the
+first fatal one, the validator reports them all, so the two cannot disagree.
+:func:`plan` lays out a file exactly as the C++ writer does. Reading and writing files is in
+:mod:`tsr._v4io`, the model of the C++ importer in :mod:`tsr._v4cpp`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import construct as cs
+import numpy as np
+import numpy.typing as npt
+
+from . import _zlib
+from ._layout import Layout
+from .dtypes import FP16, FP32, INT8, INT32, DType
+from .errors import (
+    BadArgumentError,
+    BadFieldError,
+    BadMagicError,
+    ChecksumError,
+    CompressionError,
+    LayoutError,
+    SizeMismatchError,
+    TruncatedError,
+    TSRError,
+    UnsupportedDTypeError,
+    UnsupportedVersionError,
+)
+
+MAGIC = b"TSR4"
+VERSION = (4, 20)
+RAW, ZLIB = 0, 1
+RAW_ALIGN = 256
+ZLIB_CPP_MAX = 1 << 32
+"""C++ refuses to inflate a tensor of this many bytes or more ("larger than 4GB")."""
+NDIM = 4
+INT32_MAX = 2**31 - 1
+INDEX_MAX = 2**63 - 1  # the largest array NumPy (and torch) can index, in bytes
+
+HEADER = cs.Struct(
+    "magic" / cs.Const(MAGIC) * "file signature, the ASCII bytes `TSR4`",
+    "version_major" / cs.Int16ul * "4",
+    "version_minor" / cs.Int16ul * "20",
+    "header_size" / cs.Int32ul * "size of this header in bytes; 128",
+    "file_mode" / cs.Int32ul * "0 RAW, 1 ZLIB; applies to every tensor of the file",
+    "tensor_count" / cs.Int32ul * "number of directory entries (tensors), at least 1",
+    "entry_size" / cs.Int32ul * "size of a directory entry in bytes; 64",
+    "dir_offset" / cs.Int64ul * "where the directory starts; 128",
+    "data_offset" / cs.Int64ul * "where the first block starts (informational; see Layout)",
+    "header_crc32" / cs.Int32ul * "CRC-32 of these 128 bytes with this field zeroed",
+    "reserved_0" / cs.Int32ul * "reserved; 0",
+    "reserved_1" / cs.Bytes(80) * "reserved; all 0",
+)
+"""The 128-byte TSR4 file header. All integers little-endian."""
+
+ENTRY = cs.Struct(
+    "dtype" / cs.Int8ul * "element type code (see Data types)",
+    "reserved_0" / cs.Bytes(3) * "reserved; all 0",
+    "shape" / cs.Array(NDIM, cs.Int32sl) * "N, H, W, C; each at least 1",
+    "numel" / cs.Int64sl * "number of elements: the product of the four dims",
+    "row_stride" / cs.Int64ul * "bytes per row, W·C·itemsize (informational)",
+    "nbytes" / cs.Int64ul * "uncompressed size: numel × itemsize",
+    "data_offset" / cs.Int64ul * "absolute file offset of the tensor's block",
+    "payload_size" / cs.Int64ul * "bytes stored in the block (RAW: nbytes)",
+    "data_crc32" / cs.Int32ul * "CRC-32 of the uncompressed tensor bytes",
+)
+"""One 64-byte TSR4 directory entry (entry ``i`` at ``128 + 64·i``); the 64-bit fields are
+unaligned and there is no other padding."""
+
+HEADER_LAYOUT = Layout("TSR4 file header", HEADER)
+ENTRY_LAYOUT = Layout("TSR4 directory entry", ENTRY)
+HEADER_SIZE: int = HEADER_LAYOUT.size
+ENTRY_SIZE: int = ENTRY_LAYOUT.size
+assert (HEADER_SIZE, ENTRY_SIZE) == (128, 64), "the schemas disagree with the format"
+_CRC_AT = HEADER_LAYOUT.offset_of("header_crc32")
+
+DTYPES: dict[int, DType] = {0: FP32, 1: FP16, 2: INT8, 3: INT32}
+"""TSR4 dtype codes (they differ from v1's)."""
+CODE_OF: dict[str, int] = {dt.numpy_name: code for code, dt in DTYPES.items()}
+MODES = {RAW: "RAW", ZLIB: "ZLIB"}
+
+Level = Literal["error", "strict", "warning"]
+"""``error``: C++ rejects too, or the file cannot back the tensor; always fatal.
+``strict``: C++ accepts it, but a strict reader refuses it (overlapping blocks, a block in
+the header, junk in a payload); fatal unless ``strict=False``. ``warning``: harmless and
+accepted by C++ (a padded ``row_stride``, a wrong header ``data_offset``, gaps)."""
+
+
+def round_up(value: int, to: int) -> int:
+    return -(-value // to) * to
+
+
+def directory_end(count: int) -> int:
+    """Where the directory of ``count`` entries ends: ``128 + 64·count``."""
+    return HEADER_SIZE + ENTRY_SIZE * count
+
+
+def data_start(count: int, mode: int) -> int:
+    """Where the C++ writer puts the first block of a file of ``count`` tensors."""
+    end = directory_end(count)
+    return round_up(end, RAW_ALIGN) if mode == RAW else end
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """A decoded TSR4 file header (raw field values, nothing checked)."""
+
+    magic: bytes
+    version_major: int
+    version_minor: int
+    header_size: int
+    file_mode: int
+    tensor_count: int
+    entry_size: int
+    dir_offset: int
+    data_offset: int
+    header_crc32: int
+    reserved_0: int
+    reserved_1: bytes
+
+    @property
+    def compression(self) -> str | None:
+        """``"zlib"`` for a ZLIB file, None for RAW."""
+        return "zlib" if self.file_mode == ZLIB else None
+
+    @property
+    def mode_name(self) -> str:
+        return MODES.get(self.file_mode, str(self.file_mode))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A decoded directory entry (raw field values) and its index."""
+
+    index: int
+    dtype_code: int
+    reserved_0: bytes
+    shape: tuple[int, int, int, int]
+    numel: int
+    row_stride: int
+    nbytes: int
+    data_offset: int
+    payload_size: int
+    data_crc32: int
+
+    @property
+    def dtype(self) -> DType:
+        """The element type; raises :class:`UnsupportedDTypeError` for unknown codes."""
+        dt = DTYPES.get(self.dtype_code)
+        if dt is None:
+            raise UnsupportedDTypeError(
+                f"tensor {self.index}: unknown dtype code {self.dtype_code}",
+                field="dtype",
+                found=self.dtype_code,
+                expected="0-3",
+            )
+        return dt
+
+    @property
+    def end(self) -> int:
+        """The file offset just past this entry's block."""
+        return self.data_offset + self.payload_size
+
+    @property
+    def offset(self) -> int:
+        """Where this entry is in the file."""
+        return HEADER_SIZE + ENTRY_SIZE * self.index
+
+
+_new = object.__new__
+
+
+def decode_header(buffer: bytes | bytearray | memoryview) -> FileHeader:
+    """The 128 header bytes as a :class:`FileHeader` (no rule checked)."""
+    h = _new(FileHeader)
+    h.__dict__.update(HEADER_LAYOUT.unpack(buffer))
+    return h
+
+
+_ENTRY_STRUCT = ENTRY_LAYOUT.fast
+assert [f.name for f in ENTRY_LAYOUT.fields] == [
+    "dtype", "reserved_0", "shape", "numel", "row_stride", "nbytes", "data_offset",
+    "payload_size", "data_crc32",
+] and ENTRY_LAYOUT.by_name["shape"].count == 4, "decode_directory is out of step"  # fmt: skip
+
+
+def decode_directory(buffer: bytes | bytearray | memoryview, count: int) -> list[Entry]:
+    """``count`` entries from ``buffer`` (which holds at least ``64·count`` bytes)."""
+    out: list[Entry] = []
+    append = out.append
+    view = memoryview(buffer)[: ENTRY_SIZE * count]
+    for i, f in enumerate(_ENTRY_STRUCT.iter_unpack(view)):
+        e = _new(Entry)
+        # the flat tuple spelled out: a frozen dataclass's __init__ costs 4x more
+        e.__dict__.update(
+            index=i, dtype_code=f[0], reserved_0=f[1], shape=f[2:6], numel=f[6],
+            row_stride=f[7], nbytes=f[8], data_offset=f[9], payload_size=f[10],
+            data_crc32=f[11],
+        )  # fmt: skip
+        append(e)
+    return out
+
+
+def header_crc(head: bytes | bytearray | memoryview) -> int:
+    """CRC-32 of the 128 header bytes with the ``header_crc32`` field taken as zero."""
+    view = memoryview(head)
+    crc = zlib.crc32(view[:_CRC_AT])
+    crc = zlib.crc32(b"\0\0\0\0", crc)
+    return zlib.crc32(view[_CRC_AT + 4 : HEADER_SIZE], crc)
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One rule a file breaks."""
+
+    error: type[TSRError]
+    field: str
+    """``header_crc32``, ``tensor[3].shape[2]``, ``tensor[0].block``, ``file``..."""
+    offset: int
+    """Byte offset in the file of what the problem is about."""
+    found: Any
+    expected: Any
+    message: str
+    level: Level = "error"
+
+    def fatal(self, strict: bool) -> bool:
+        """Whether a reader with this ``strict`` refuses the file for it."""
+        return self.level == "error" or (strict and self.level == "strict")
+
+    def exception(self) -> TSRError:
+        """The exception the reader raises for it."""
+        return self.error(
+            self.message, field=self.field, offset=self.offset, found=self.found,
+            expected=self.expected,
+        )  # fmt: skip
+
+
+def _at(name: str) -> int:
+    return HEADER_LAYOUT.offset_of(name)
+
+
+def header_problems(h: FileHeader, head: bytes, file_size: int) -> list[Problem]:
+    """Every rule the file header breaks (``head``: its 128 bytes), in the C++ importer's
+    order, then whether the file can hold the directory it declares. A wrong magic or
+    version ends the list (nothing else means anything)."""
+    out: list[Problem] = []
+    if h.magic != MAGIC:
+        out.append(Problem(
+            BadMagicError, "magic", 0, h.magic, MAGIC,
+            f"bad magic {h.magic!r}: expected {MAGIC!r} (TSR-V4.20); not a TSR4 file",
+        ))  # fmt: skip
+        return out
+    version = (h.version_major, h.version_minor)
+    if version != VERSION:
+        out.append(Problem(
+            UnsupportedVersionError, "version_minor" if h.version_major == 4 else
+            "version_major", _at("version_major"), f"{version[0]}.{version[1]}", "4.20",
+            f"unsupported TSR4 version {version[0]}.{version[1]}: only 4.20 exists (the "
+            "C++ importer reads exactly 4.20)",
+        ))  # fmt: skip
+        return out
+    fixed = (
+        ("header_size", h.header_size, HEADER_SIZE),
+        ("entry_size", h.entry_size, ENTRY_SIZE),
+        ("dir_offset", h.dir_offset, HEADER_SIZE),
+        ("reserved_0", h.reserved_0, 0),
+    )
+    for name, value, want in fixed:
+        if value != want:
+            out.append(Problem(
+                BadFieldError, name, _at(name), value, want,
+                f"{name} is {value}: TSR-V4.20 fixes it at {want}",
+            ))  # fmt: skip
+    if h.tensor_count == 0:
+        out.append(Problem(
+            BadFieldError, "tensor_count", _at("tensor_count"), 0, ">= 1",
+            "tensor_count is 0: a TSR4 file holds at least one tensor",
+        ))  # fmt: skip
+    if h.file_mode not in MODES:
+        out.append(Problem(
+            BadFieldError, "file_mode", _at("file_mode"), h.file_mode, "0 (RAW) or 1 (ZLIB)",
+            f"file_mode is {h.file_mode}: expected 0 (RAW) or 1 (ZLIB)",
+        ))  # fmt: skip
+    if any(h.reserved_1):
+        i = next(i for i, b in enumerate(h.reserved_1) if b)
+        out.append(Problem(
+            BadFieldError, f"reserved_1[{i}]", _at("reserved_1") + i, h.reserved_1[i], 0,
+            f"reserved_1[{i}] is {h.reserved_1[i]}: the 80 reserved bytes must be 0",
+        ))  # fmt: skip
+    crc = header_crc(head)
+    if crc != h.header_crc32:
+        out.append(Problem(
+            ChecksumError, "header_crc32", _CRC_AT, h.header_crc32, crc,
+            f"header CRC-32 mismatch: stored {h.header_crc32:#010x}, the header's bytes "
+            f"give {crc:#010x}; the header is damaged",
+        ))  # fmt: skip
+    dir_end = directory_end(h.tensor_count)
+    if dir_end > file_size:
+        out.append(Problem(
+            TruncatedError, "tensor_count", _at("tensor_count"), h.tensor_count,
+            f"<= {max(0, (file_size - HEADER_SIZE) // ENTRY_SIZE)} for a {file_size}-byte file",
+            f"the directory of {h.tensor_count} entries needs {dir_end} bytes but the file "
+            f"has {file_size}: truncated, or a wrong tensor_count",
+        ))  # fmt: skip
+    elif h.file_mode in MODES and h.data_offset != data_start(h.tensor_count, h.file_mode):
+        out.append(Problem(
+            BadFieldError, "data_offset", _at("data_offset"), h.data_offset,
+            data_start(h.tensor_count, h.file_mode),
+            f"header data_offset is {h.data_offset}, the C++ writer puts "
+            f"{data_start(h.tensor_count, h.file_mode)}; no reader uses it",
+            "warning",
+        ))  # fmt: skip
+    return out
+
+
+def _entry_field(e: Entry, name: str, index: int | None = None) -> tuple[str, int]:
+    label = f"tensor[{e.index}].{name}" + ("" if index is None else f"[{index}]")
+    return label, e.offset + ENTRY_LAYOUT.offset_of(name, index or 0)
+
+
+def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
+    """The rules one entry breaks on its own (shape, sizes, dtype, its block against the
+    file), in the C++ importer's order."""
+    out: list[Problem] = []
+    i = e.index
+    if any(e.reserved_0):
+        j = next(j for j, b in enumerate(e.reserved_0) if b)
+        name, off = _entry_field(e, "reserved_0", j)
+        out.append(Problem(
+            BadFieldError, name, off, e.reserved_0[j], 0,
+            f"tensor {i}: reserved_0[{j}] is {e.reserved_0[j]}: must be 0",
+        ))  # fmt: skip
+    dims_ok = True
+    for d, v in enumerate(e.shape):
+        if v < 1:
+            dims_ok = False
+            name, off = _entry_field(e, "shape", d)
+            out.append(Problem(
+                BadFieldError, name, off, v, ">= 1",
+                f"tensor {i}: shape[{d}] is {v}: every dim of a TSR4 tensor is at least 1",
+            ))  # fmt: skip
+    dt = DTYPES.get(e.dtype_code)
+    if dt is None:
+        name, off = _entry_field(e, "dtype")
+        out.append(Problem(
+            UnsupportedDTypeError, name, off, e.dtype_code, "0 FP32, 1 FP16, 2 INT8, 3 INT32",
+            f"tensor {i}: unknown dtype code {e.dtype_code}: expected 0 (FP32), 1 (FP16), "
+            "2 (INT8) or 3 (INT32)",
+        ))  # fmt: skip
+    product = math.prod(e.shape)
+    sizes_ok = dims_ok and dt is not None
+    if dims_ok and product * (dt.itemsize if dt else 1) > INDEX_MAX:
+        sizes_ok = False
+        name, off = _entry_field(e, "shape")
+        out.append(Problem(
+            BadFieldError, name, off, e.shape, f"a product <= {INDEX_MAX} bytes",
+            f"tensor {i}: shape {list(e.shape)} overflows: {product} elements do not fit "
+            "a 64-bit size (C++ computes the product modulo 2**64)",
+        ))  # fmt: skip
+    elif dims_ok and e.numel != product:
+        sizes_ok = False
+        name, off = _entry_field(e, "numel")
+        out.append(Problem(
+            BadFieldError, name, off, e.numel, product,
+            f"tensor {i}: numel is {e.numel} but shape {list(e.shape)} has {product} elements",
+        ))  # fmt: skip
+    if sizes_ok and dt is not None and e.nbytes != product * dt.itemsize:
+        sizes_ok = False
+        name, off = _entry_field(e, "nbytes")
+        out.append(Problem(
+            BadFieldError, name, off, e.nbytes, product * dt.itemsize,
+            f"tensor {i}: nbytes is {e.nbytes} but {product} x {dt.name} is "
+            f"{product * dt.itemsize} bytes",
+        ))  # fmt: skip
+    if mode == RAW:
+        if e.data_offset % RAW_ALIGN:
+            name, off = _entry_field(e, "data_offset")
+            out.append(Problem(
+                BadFieldError, name, off, e.data_offset, f"a multiple of {RAW_ALIGN}",
+                f"tensor {i}: RAW data_offset {e.data_offset} is not {RAW_ALIGN}-aligned",
+            ))  # fmt: skip
+        if e.payload_size != e.nbytes:
+            name, off = _entry_field(e, "payload_size")
+            out.append(Problem(
+                BadFieldError, name, off, e.payload_size, e.nbytes,
+                f"tensor {i}: RAW payload_size {e.payload_size} differs from nbytes "
+                f"{e.nbytes}",
+            ))  # fmt: skip
+    elif mode == ZLIB and sizes_ok:
+        if e.nbytes > _zlib.max_inflated_size(e.payload_size):
+            name, off = _entry_field(e, "nbytes")
+            out.append(Problem(
+                CompressionError, name, off, e.nbytes,
+                f"<= {_zlib.max_inflated_size(e.payload_size)}",
+                f"tensor {i}: nbytes {e.nbytes} is more than its {e.payload_size} zlib bytes "
+                f"can inflate to ({_zlib.MAX_RATIO}:1 at most)",
+            ))  # fmt: skip
+        elif e.nbytes >= ZLIB_CPP_MAX:
+            name, off = _entry_field(e, "nbytes")
+            out.append(Problem(
+                BadFieldError, name, off, e.nbytes, f"< {ZLIB_CPP_MAX}",
+                f"tensor {i}: a ZLIB tensor of {e.nbytes} bytes: the C++ importer refuses "
+                "to inflate 4 GiB or more (this library reads it)",
+                "warning",
+            ))  # fmt: skip
+    if e.end > file_size:
+        name, off = _entry_field(e, "data_offset")
+        out.append(Problem(
+            TruncatedError, f"tensor[{i}].block", off, e.end, f"<= {file_size}",
+            f"tensor {i}: its block [{e.data_offset}, {e.end}) ends past the end of the "
+            f"{file_size}-byte file: truncated, or a wrong data_offset/payload_size",
+        ))  # fmt: skip
+    if sizes_ok and dt is not None and e.row_stride != e.shape[2] * e.shape[3] * dt.itemsize:
+        want = e.shape[2] * e.shape[3] * dt.itemsize
+        padded = e.row_stride == round_up(want, 256) or e.row_stride == round_up(want, 128)
+        name, off = _entry_field(e, "row_stride")
+        out.append(Problem(
+            BadFieldError, name, off, e.row_stride, want,
+            f"tensor {i}: row_stride {e.row_stride}, the C++ writer stores W·C·itemsize = "
+            f"{want}" + (" (padded as by earlier V4.20 builds and the framework's Python "
+            "writer)" if padded else "") + "; no reader uses it",
+            "warning",
+        ))  # fmt: skip
+    return out
+
+
+def directory_problems(h: FileHeader, entries: Sequence[Entry], file_size: int) -> list[Problem]:
+    """Every rule the entries break: each on its own, then together (the file's end,
+    blocks in the header or directory, overlaps, order, gaps)."""
+    out: list[Problem] = []
+    for e in entries:
+        out.extend(entry_problems(e, h.file_mode, file_size))
+    out.extend(layout_problems(h, entries, file_size))
+    return out
+
+
+def layout_problems(h: FileHeader, entries: Sequence[Entry], file_size: int) -> list[Problem]:
+    """The rules the blocks break together."""
+    out: list[Problem] = []
+    if not entries:
+        return out
+    dir_end = directory_end(len(entries))
+    last = entries[-1]
+    furthest = max(e.end for e in entries)
+    if furthest <= file_size and last.end != file_size:
+        if furthest < file_size:
+            out.append(Problem(
+                SizeMismatchError, "file", furthest, file_size, furthest,
+                f"{file_size - furthest} trailing byte(s) after the last block (which ends "
+                f"at {furthest}); the file should be {furthest} bytes",
+            ))  # fmt: skip
+        else:
+            out.append(Problem(
+                LayoutError, f"tensor[{last.index}].block", last.offset, last.end, file_size,
+                f"the last entry's block ends at {last.end}, not at the end of the file "
+                f"({file_size}): the C++ importer requires it (entries out of order?)",
+            ))  # fmt: skip
+    for e in entries:
+        if e.data_offset < dir_end:
+            where = "header" if e.data_offset < HEADER_SIZE else "directory"
+            name, off = _entry_field(e, "data_offset")
+            out.append(Problem(
+                LayoutError, name, off, e.data_offset, f">= {dir_end}",
+                f"tensor {e.index}: its block starts at {e.data_offset}, inside the {where} "
+                f"(the data starts at {dir_end} or later); C++ reads it anyway",
+                "strict",
+            ))  # fmt: skip
+    order = sorted(entries, key=lambda e: (e.data_offset, e.index))
+    in_order = all(a.index < b.index for a, b in itertools.pairwise(order))
+    if not in_order:
+        out.append(Problem(
+            LayoutError, "directory", HEADER_SIZE, [e.index for e in order][:16],
+            "blocks in directory order",
+            "the blocks are not in directory order (C++ reads them anyway)",
+            "warning",
+        ))  # fmt: skip
+    reach = dir_end
+    reach_by = -1
+    for e in order:
+        if e.payload_size and e.data_offset < reach and reach_by >= 0:
+            name, off = _entry_field(e, "data_offset")
+            out.append(Problem(
+                LayoutError, f"tensor[{e.index}].block", off, e.data_offset, f">= {reach}",
+                f"tensor {e.index}: its block [{e.data_offset}, {e.end}) overlaps the block "
+                f"of tensor {reach_by}, which ends at {reach}; C++ reads both anyway",
+                "strict",
+            ))  # fmt: skip
+        elif e.data_offset >= reach:
+            want = round_up(reach, RAW_ALIGN) if h.file_mode == RAW else reach
+            if e.data_offset > want:
+                name, off = _entry_field(e, "data_offset")
+                out.append(Problem(
+                    LayoutError, f"tensor[{e.index}].block", off, e.data_offset, want,
+                    f"tensor {e.index}: a gap of {e.data_offset - want} byte(s) before its "
+                    f"block (the C++ writer would start it at {want}); C++ reads it anyway",
+                    "warning",
+                ))  # fmt: skip
+        if e.end > reach:
+            reach, reach_by = e.end, e.index
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _refuse(message: str, **kw: Any) -> BadArgumentError:
+    return BadArgumentError(message, **kw)
+
+
+_SUGGEST = {
+    "float64": "float32", "bfloat16": "float32", "int64": "int32", "int16": "int32",
+    "uint8": "int8", "uint16": "int32", "uint32": "int32", "uint64": "int32", "bool": "int8",
+}  # fmt: skip
+
+
+def tensor_dtype(dtype: np.dtype[Any]) -> int:
+    """The TSR4 code of a NumPy dtype (any byte order), or a :class:`UnsupportedDTypeError`
+    naming the fix."""
+    code = CODE_OF.get(dtype.name)
+    if code is None or dtype.kind not in "fi":
+        hint = _SUGGEST.get(dtype.name, "float32")
+        raise UnsupportedDTypeError(
+            f"dtype {dtype.name} cannot be stored in TSR4, which holds float32, float16, "
+            f"int8 and int32: convert first, e.g. array.astype(numpy.{hint})",
+            field="dtype",
+            found=dtype.name,
+            expected="float32, float16, int8, int32",
+        )
+    return code
+
+
+def stored_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The 4-D NHWC shape C++ stores for ``shape``: leading 1s for lower ranks. Rank above
+    4 and zero-size dims are refused with the fix (C++ would drop dims or turn 0 into 1)."""
+    if len(shape) > NDIM:
+        raise _refuse(
+            f"shape {shape} has rank {len(shape)}: TSR4 stores at most 4 dims (N, H, W, C); "
+            "reshape first (the C++ writer would silently drop the dims after the fourth)",
+            field="shape", found=len(shape), expected="rank <= 4",
+        )  # fmt: skip
+    for d in shape:
+        if d == 0:
+            raise _refuse(
+                f"shape {shape} has a zero-size dim: TSR4 cannot store an empty tensor (the "
+                "C++ writer would store the dim as 1, changing the data); skip empty arrays",
+                field="shape", found=shape, expected="every dim >= 1",
+            )  # fmt: skip
+        if d > INT32_MAX:
+            raise _refuse(
+                f"shape {shape}: dim {d} is over {INT32_MAX}, the int32 a TSR4 dim holds; "
+                "reshape first",
+                field="shape", found=d, expected=f"<= {INT32_MAX}",
+            )  # fmt: skip
+    full = (1,) * (NDIM - len(shape)) + tuple(shape)
+    return full[0], full[1], full[2], full[3]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One tensor as the writer stores it."""
+
+    code: int
+    shape: tuple[int, int, int, int]
+    data: npt.NDArray[np.uint8]
+    """The uncompressed little-endian bytes (C order), a view where possible."""
+
+
+def prepare(array: npt.ArrayLike) -> Block:
+    """One array as TSR4 stores it: dtype code, 4-D shape, C-ordered little-endian bytes."""
+    arr = np.asarray(array)
+    code = tensor_dtype(arr.dtype)
+    shape = stored_shape(arr.shape)
+    le = arr.dtype.newbyteorder("<")
+    flat = np.ascontiguousarray(arr, dtype=le).reshape(-1)
+    return Block(code, shape, flat.view(np.uint8))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A file's layout before its blocks are written: the header and directory bytes, each
+    block's offset, and the total size."""
+
+    head: bytes
+    """The 128 header bytes and the directory."""
+    offsets: tuple[int, ...]
+    payloads: tuple[npt.NDArray[np.uint8] | bytes, ...]
+    """What each block stores: the raw bytes (RAW) or the zlib stream (ZLIB)."""
+    size: int
+
+    def parts(self) -> list[bytes | memoryview]:
+        """The whole file as buffers to write in order: head, zero gaps, payloads."""
+        out: list[bytes | memoryview] = [self.head]
+        pos = len(self.head)
+        for off, p in zip(self.offsets, self.payloads, strict=True):
+            if off > pos:
+                out.append(bytes(off - pos))
+            out.append(p if isinstance(p, bytes) else p.data)
+            pos = off + len(p)
+        return out
+
+
+def plan(blocks: Sequence[Block], compression: str | None, *, workers: int | None = None) -> Plan:
+    """Lay out ``blocks`` exactly as the C++ writer does (ZLIB: compressed in parallel,
+    level 6; the bytes do not depend on ``workers``)."""
+    if compression not in (None, "zlib"):
+        raise _refuse(
+            f"compression {compression!r}: TSR4 supports None (RAW) and 'zlib'",
+            field="compression", found=compression, expected="None or 'zlib'",
+        )  # fmt: skip
+    if not blocks:
+        raise _refuse(
+            "no arrays: a TSR4 file holds at least one tensor",
+            field="tensor_count", found=0, expected=">= 1",
+        )  # fmt: skip
+    if len(blocks) > 2**32 - 1:
+        raise _refuse("too many arrays for one TSR4 file (tensor_count is a uint32)")
+    mode = RAW if compression is None else ZLIB
+    count = len(blocks)
+    if mode == ZLIB:
+        for i, b in enumerate(blocks):
+            if b.data.nbytes >= ZLIB_CPP_MAX:
+                raise _refuse(
+                    f"array {i} has {b.data.nbytes} bytes: the C++ importer cannot inflate a "
+                    "ZLIB tensor of 4 GiB or more; save it RAW (compression=None) or split it",
+                    field="nbytes", found=b.data.nbytes, expected=f"< {ZLIB_CPP_MAX}",
+                )  # fmt: skip
+        packed = _zlib.compress_many([b.data for b in blocks], workers=workers)
+        payloads: tuple[npt.NDArray[np.uint8] | bytes, ...] = tuple(c.data for c in packed)
+        crcs = [c.crc32 for c in packed]
+    else:
+        payloads = tuple(b.data for b in blocks)
+        crcs = [_zlib.crc32(b.data) for b in blocks]
+    start = data_start(count, mode)
+    offsets: list[int] = []
+    pos = start
+    for p in payloads:
+        offsets.append(pos)
+        pos += len(p)
+        if mode == RAW:
+            pos = round_up(pos, RAW_ALIGN)
+    size = offsets[-1] + len(payloads[-1])
+    parts = [b""]
+    for b, off, p, crc in zip(blocks, offsets, payloads, crcs, strict=True):
+        itemsize = DTYPES[b.code].itemsize
+        parts.append(_ENTRY_STRUCT.pack(
+            b.code, b"\0\0\0", *b.shape, b.data.nbytes // itemsize,
+            b.shape[2] * b.shape[3] * itemsize, b.data.nbytes, off, len(p), crc,
+        ))  # fmt: skip
+    header = {
+        "magic": MAGIC, "version_major": VERSION[0], "version_minor": VERSION[1],
+        "header_size": HEADER_SIZE, "file_mode": mode, "tensor_count": count,
+        "entry_size": ENTRY_SIZE, "dir_offset": HEADER_SIZE, "data_offset": start,
+        "header_crc32": 0, "reserved_0": 0, "reserved_1": bytes(80),
+    }  # fmt: skip
+    head0 = HEADER_LAYOUT.pack(header)
+    header["header_crc32"] = header_crc(head0)
+    parts[0] = HEADER_LAYOUT.pack(header)
+    return Plan(b"".join(parts), tuple(offsets), payloads, size)
+
+
+def encode(plan_: Plan) -> bytes:
+    """The whole file of a :class:`Plan` in memory (zero gaps)."""
+    return b"".join(plan_.parts())
