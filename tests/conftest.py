@@ -1,5 +1,5 @@
-"""Project-wide test set-up: where the shared vectors are, the slow-test switch, and a
-pid that no process has."""
+"""Project-wide test set-up: where the C++-written vectors are (``tests/data/``, copies of
+the shared ones), the slow-test switch, and a pid that no process has."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("TSR_SHARED", REPO.parent / "shared"))
-VECTORS = SHARED / "vectors"
+DATA = REPO / "tests" / "data"
+VECTORS = DATA / "vectors1"
+"""Copy of ../shared/vectors: TSR v1 files written by the C++ framework."""
+VECTORS3 = DATA / "vectors3"
+"""Copy of ../shared/vectors3 (without python_session/): TSR3 files and malformed ones."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,15 +41,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def vectors_dir() -> Path:
-    """The C++-written vectors in ../shared/vectors (skips when shared/ is absent)."""
-    if not (VECTORS / "manifest.json").is_file():
-        pytest.skip(f"shared vectors not found at {VECTORS}")
+    """The C++-written TSR v1 vectors (tests/data/vectors1)."""
     return VECTORS
 
 
 @pytest.fixture(scope="session")
 def manifest(vectors_dir: Path) -> list[dict[str, Any]]:
-    """The entries of ../shared/vectors/manifest.json."""
+    """The entries of tests/data/vectors1/manifest.json."""
     files: list[dict[str, Any]] = json.loads((vectors_dir / "manifest.json").read_text())["files"]
     return files
 

@@ -18,7 +18,9 @@ The core needs NumPy only; ``tsr.torch`` (``save``/``load`` with ``device=``) im
 torch when you import it.
 """
 
-from ._io import from_bytes, load, read_header, save, to_bytes
+from ._api import TSRFile, load, load_all, open, read_header, save, save_all, validate
+from ._io import from_bytes, to_bytes
+from ._model import TensorInfo
 from .dtypes import BF16, FP16, FP32, FP64, INT8, INT16, INT32, UINT8, DType
 from .errors import (
     BadArgumentError,
@@ -34,7 +36,7 @@ from .errors import (
     UnsupportedVersionError,
 )
 from .header import HEADER_SIZE, Header
-from .validate import CppVerdict, Finding, Report, validate
+from .validate import CppVerdict, Finding, Report
 
 __version__ = "0.1.0"
 FORMAT_VERSION = 1
@@ -63,13 +65,18 @@ __all__ = [
     "Report",
     "SizeMismatchError",
     "TSRError",
+    "TSRFile",
+    "TensorInfo",
     "TruncatedError",
     "UnsupportedDTypeError",
     "UnsupportedVersionError",
     "from_bytes",
     "load",
+    "load_all",
+    "open",
     "read_header",
     "save",
+    "save_all",
     "to_bytes",
     "validate",
 ]

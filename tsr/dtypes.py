@@ -57,6 +57,8 @@ UINT8 = DType("UINT8", 8, 1, "uint8", False)
 ALL: tuple[DType, ...] = (FP32, INT8, INT32, FP16, BF16, FP64, INT16, UINT8)
 BY_CODE: dict[int, DType] = {d.code: d for d in ALL}
 BY_NUMPY_NAME: dict[str, DType] = {d.numpy_name: d for d in ALL}
+BY_NAME: dict[str, DType] = {d.name: d for d in ALL}
+"""By the name every generation uses (``FP32``...; the codes differ per generation)."""
 # BF16 has no NumPy type of its own: from_numpy finds it by name
 _BY_NATIVE_DTYPE: dict[np.dtype[Any], DType] = {
     np.dtype(d.numpy_name): d for d in ALL if d is not BF16

@@ -1,19 +1,27 @@
-"""The torch front end: ``tsr.torch.save`` and ``tsr.torch.load``.
+"""The torch front end: ``tsr.torch.load``, ``load_all``, ``save`` and ``save_all``.
 
-Importing this module imports torch; ``import tsr`` alone never does. Tensors on any
-device are saved through the host; loads place the tensor with ``device=``. BF16 is
-supported here natively (with ``reserved_dtypes=True``), NumPy having no bfloat16.
+Importing this module imports torch; ``import tsr`` alone never does. The functions are
+those of :mod:`tsr` for every generation (``format=``, ``compression=``), with tensors:
+saves go through the host from any device, loads place the tensor with ``device=``.
+BF16 (TSR3; v1's reserved code with ``reserved_dtypes=True``) is native here, NumPy having
+no bfloat16 of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 import torch
 
-from . import _io, dtypes, header
+from . import _api, _blocks, _formats, _io, dtypes, header
 from ._io import PathLike, Source
+from ._model import BF16_BITS, Compression
 from .errors import UnsupportedDTypeError
 
-__all__ = ["load", "save"]
+__all__ = ["load", "load_all", "save", "save_all"]
 
 _TORCH_TO_TSR: dict[torch.dtype, dtypes.DType] = {
     torch.float32: dtypes.FP32,
@@ -27,18 +35,7 @@ _TORCH_TO_TSR: dict[torch.dtype, dtypes.DType] = {
 }
 
 
-def save(
-    path: PathLike,
-    tensor: torch.Tensor,
-    *,
-    fsync: bool = False,
-    reserved_dtypes: bool = False,
-) -> None:
-    """Write ``tensor`` to ``path`` as TSR v1, atomically (see :func:`tsr.save`).
-
-    The tensor may live on any device (it is copied to the host) and may be
-    non-contiguous; autograd history is ignored.
-    """
+def _host(tensor: torch.Tensor) -> tuple[dtypes.DType, npt.NDArray[Any]]:
     dt = _TORCH_TO_TSR.get(tensor.dtype)
     if dt is None:
         raise UnsupportedDTypeError(
@@ -48,12 +45,55 @@ def save(
             found=str(tensor.dtype),
             expected="torch.float32, torch.int8 or torch.int32",
         )
-    dtypes.require_opt_in(dt, str(tensor.dtype), reserved_dtypes=reserved_dtypes)
     host = tensor.detach().to("cpu")
     if dt is dtypes.BF16:
-        host = host.view(torch.int16)  # NumPy has no bfloat16: write the bits
-    head = header.encode(tuple(host.shape), dt)
-    _io.write_file(path, head, host.numpy(), fsync=fsync)
+        return dt, host.view(torch.int16).numpy().view(BF16_BITS)  # the bits, tagged
+    return dt, host.numpy()
+
+
+def save(
+    path: PathLike,
+    tensor: torch.Tensor,
+    *,
+    format: str = "v1",
+    compression: Compression = None,
+    fsync: bool = False,
+    reserved_dtypes: bool = False,
+) -> None:
+    """Write ``tensor`` to ``path`` atomically (see :func:`tsr.save`).
+
+    The tensor may live on any device (it is copied to the host) and may be
+    non-contiguous; autograd history is ignored.
+    """
+    dt, arr = _host(tensor)
+    if _formats.by_name(format).name == "v1" and compression is None:
+        dtypes.require_opt_in(dt, str(tensor.dtype), reserved_dtypes=reserved_dtypes)
+        if dt is dtypes.BF16:
+            arr = arr.view(np.int16)
+        _io.write_file(path, header.encode(tuple(arr.shape), dt), arr, fsync=fsync)
+        return
+    _api.save(path, arr, format=format, compression=compression, fsync=fsync)
+
+
+def save_all(
+    path: PathLike,
+    tensors: Sequence[torch.Tensor],
+    *,
+    format: str = "v4",
+    compression: Compression = None,
+    fsync: bool = False,
+) -> None:
+    """Write several tensors to one file (see :func:`tsr.save_all`)."""
+    arrays = [_host(t)[1] for t in tensors]
+    gen = _formats.by_name(format)
+    _blocks.write_encoded(path, gen.encode(arrays, compression), fsync=fsync)
+
+
+def _tensor(name: str, arr: npt.NDArray[Any], target: torch.device) -> torch.Tensor:
+    out = torch.from_numpy(arr)
+    if name == "BF16":
+        out = out.view(torch.bfloat16)
+    return out if target.type == "cpu" else out.to(target)
 
 
 def load(
@@ -62,24 +102,34 @@ def load(
     device: str | torch.device = "cpu",
     mmap: bool = True,
     strict: bool = True,
+    verify: bool = True,
     reserved_dtypes: bool = False,
 ) -> torch.Tensor:
-    """Load a TSR file as a torch tensor on ``device``.
+    """Load a single-tensor file of any generation as a torch tensor on ``device``.
 
-    With ``mmap=True`` a CPU tensor shares a private copy-on-write map of the file: no
-    payload byte is read until used, and writing to the tensor never changes the file.
+    With ``mmap=True`` a RAW CPU tensor shares a private copy-on-write map of the file: no
+    payload byte is read until used (TSR3/TSR4: except by the CRC check, see
+    ``verify`` in :func:`tsr.load`), and writing to the tensor never changes the file.
     ``mmap=False`` reads the payload into memory the tensor owns. For another device the
     payload is copied there. Errors are those of :func:`tsr.load`.
     """
+    name, arr = _api.load_one(source, "c" if mmap else "copy", strict=strict, verify=verify,
+                              reserved_dtypes=reserved_dtypes, bf16_bits=True)  # fmt: skip
+    return _tensor(name, arr, torch.device(device))
+
+
+def load_all(
+    source: Source,
+    *,
+    device: str | torch.device = "cpu",
+    mmap: bool = True,
+    strict: bool = True,
+    verify: bool = True,
+    reserved_dtypes: bool = False,
+) -> list[torch.Tensor]:
+    """Every tensor of a file, in directory order, on ``device`` (see :func:`load`)."""
     target = torch.device(device)
-    h, arr = _io.read(
-        source,
-        "c" if mmap else "copy",
-        strict=strict,
-        reserved_dtypes=reserved_dtypes,
-        bf16_bits=True,
-    )
-    out = torch.from_numpy(arr)
-    if h.dtype_code == dtypes.BF16.code:
-        out = out.view(torch.bfloat16)
-    return out if target.type == "cpu" else out.to(target)
+    with _api.TSRFile(source, mmap=mmap, strict=strict, verify=verify,
+                      reserved_dtypes=reserved_dtypes, writable=True,
+                      bf16_bits=True) as f:  # fmt: skip
+        return [_tensor(info.dtype, f[i], target) for i, info in enumerate(f.tensors)]

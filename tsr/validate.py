@@ -60,6 +60,16 @@ class CppVerdict:
     """The shape C++ reads, when it accepts."""
     different_tensor: bool = False
     """True when C++ accepts but reads fewer elements than the header declares."""
+    path: str = "default"
+    """Which importer path (TSR3: ``mmap``, the default, or ``read``, PythonSession's)."""
+    error_type: str | None = None
+    """What C++ raises when it rejects (``ValueError``, ``MemoryError``,
+    ``std::length_error``), or ``SIGBUS`` where it would crash."""
+    allocates: int = 0
+    """Bytes the importer allocates (zero-filled) before it fails or returns."""
+    hazard: str | None = None
+    """When it accepts: how the tensor it returns is unsafe (a heap overrun, a shape
+    larger than its buffer, a tensor past the end of the file), else None."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -69,6 +79,10 @@ class CppVerdict:
             "message": self.message,
             "shape": list(self.shape) if self.shape is not None else None,
             "different_tensor": self.different_tensor,
+            "path": self.path,
+            "error_type": self.error_type,
+            "allocates": self.allocates,
+            "hazard": self.hazard,
         }
 
 
@@ -81,8 +95,15 @@ class Report:
     strict: bool
     findings: tuple[Finding, ...]
     cpp: CppVerdict
-    header: Header | None = field(default=None)
-    """The decoded header when its fields make sense (even if the file has errors)."""
+    header: Header | Any = field(default=None)
+    """The decoded header when its fields make sense (even if the file has errors); the
+    generation's own header type for TSR3/TSR4."""
+    format: str = "v1"
+    """The generation: ``v1``, ``v3`` or ``v4``."""
+    tensors: tuple[Any, ...] = ()
+    """The :class:`tsr.TensorInfo` of each tensor (TSR3/TSR4)."""
+    cpp_paths: tuple[CppVerdict, ...] = ()
+    """Every path of the C++ importer (``cpp`` is the first); empty for v1's one path."""
 
     @property
     def ok(self) -> bool:
@@ -112,6 +133,9 @@ class Report:
             "shape": list(h.shape) if h else None,
             "findings": [f.to_dict() for f in self.findings],
             "cpp": self.cpp.to_dict(),
+            "format": self.format,
+            "tensors": [t.to_dict() for t in self.tensors],
+            "cpp_paths": [v.to_dict() for v in self.cpp_paths],
         }
 
 

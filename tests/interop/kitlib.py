@@ -20,8 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CPP_DIR = HERE / "cpp"
 REPO = HERE.parents[1]
-SHARED = REPO.parent / "shared"
-VECTORS = SHARED / "vectors"
+VECTORS = REPO / "tests" / "data" / "vectors1"  # a copy of ../shared/vectors
 MALFORMED = VECTORS / "malformed"
 
 CXXFLAGS = ("-std=c++17", "-O2", "-Wall", "-Wextra", "-ffp-contract=off")

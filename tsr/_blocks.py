@@ -1,0 +1,187 @@
+"""Reading and writing the tensor blocks of any generation, from :class:`TensorInfo` alone.
+
+- RAW blocks are memory-mapped (zero-copy: the bytes on disk are the array; read-only, or
+  private copy-on-write) or copied into one owned array (in parallel parts when big, as
+  v1's reader does).
+- ZLIB blocks are read (their ``stored_size`` is checked against the file before) and
+  inflated with :mod:`tsr._zlib` into the array's own memory, never past ``nbytes``.
+- The stored CRC-32 is verified on every load, as the framework does; ``verify=False``
+  skips it for RAW maps only (a map is then not read at all until used; ZLIB blocks are
+  always checked, their CRC costs little next to inflating).
+
+The parse step of each generation has already checked that every block lies inside the
+file, so nothing here allocates more than the file can back.
+"""
+
+from __future__ import annotations
+
+import mmap as _mmap
+import os
+import zlib
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _io, _zlib
+from ._model import Encoded, Problem, TensorInfo
+from .errors import ChecksumError, CompressionError, SizeMismatchError, TruncatedError, TSRError
+
+ReadMode = Literal["r", "c", "copy"]
+_CRC_STEP = 16 << 20
+
+
+def le_bytes(array: npt.NDArray[Any]) -> memoryview:
+    """The array's elements in C order, little-endian, as flat bytes (a view if they
+    already are that in memory, else one converted copy)."""
+    arr = np.asarray(array)
+    le = arr.dtype.newbyteorder("<") if arr.dtype.byteorder in "<>=" else arr.dtype
+    if not (arr.flags.c_contiguous and arr.dtype == le):
+        arr = np.ascontiguousarray(arr, dtype=le)
+    return arr.reshape(-1).view(np.uint8).data
+
+
+def crc_error(info: TensorInfo, got: int) -> ChecksumError:
+    """The error for a CRC mismatch of tensor ``info``."""
+    note = "" if info.crc32 else " (the stored CRC is 0: the C++ RAW reader skips the check)"
+    return ChecksumError(
+        f"tensor {info.index}: CRC-32 mismatch: stored {info.crc32:#010x}, data has "
+        f"{got:#010x}; the file is corrupt{note}",
+        field="crc32",
+        offset=info.offset,
+        found=got,
+        expected=info.crc32,
+    )
+
+
+def _trailing(info: TensorInfo, unused: int) -> Problem:
+    return Problem(
+        SizeMismatchError, "payload", info.offset + info.stored_size - unused, 0, unused,
+        f"tensor {info.index}: {unused} byte(s) after the end of its zlib stream, inside "
+        "its stored size",
+        strict_only=True,
+    )  # fmt: skip
+
+
+def read_block(
+    fd: int,
+    info: TensorInfo,
+    mode: ReadMode,
+    *,
+    verify: bool = True,
+    strict: bool = True,
+    dtype: np.dtype[Any] | None = None,
+) -> npt.NDArray[Any]:
+    """Tensor ``info`` of the open file ``fd`` as an array of its shape.
+
+    ``mode``: ``"r"`` read-only map, ``"c"`` private copy-on-write map, ``"copy"`` an owned
+    array (ZLIB blocks are always owned). ``dtype`` overrides the element type (the torch
+    front end reads BF16 as int16 bits).
+    """
+    dt = info.numpy_dtype if dtype is None else dtype
+    if info.compression == "zlib":
+        inflated = _inflate(fd, info)
+        if info.crc32 is not None and inflated.crc32 != info.crc32:
+            raise crc_error(info, inflated.crc32)
+        if inflated.trailing and strict:
+            raise _trailing(info, inflated.trailing).exception()
+        return inflated.data.view(dt).reshape(info.shape)
+    if info.nbytes == 0:
+        out = np.empty(info.shape, dt)
+        out.flags.writeable = mode != "r"
+        return out
+    if mode == "copy":
+        out = np.empty(info.shape, dt)
+        view = out.reshape(-1).view(np.uint8).data
+        _io._read_into(fd, view, info.offset)
+        if verify and info.crc32 is not None:
+            _check_crc(info, view)
+        return out
+    start = info.offset - info.offset % _mmap.ALLOCATIONGRANULARITY
+    access = _mmap.ACCESS_READ if mode == "r" else _mmap.ACCESS_COPY
+    mm = _mmap.mmap(fd, info.offset + info.nbytes - start, offset=start, access=access)
+    flat = np.frombuffer(mm, np.uint8, info.nbytes, info.offset - start)
+    if verify and info.crc32 is not None:
+        _check_crc(info, flat.data)
+    return flat.view(dt).reshape(info.shape)
+
+
+def _inflate(fd: int, info: TensorInfo) -> _zlib.Inflated:
+    """Read and inflate tensor ``info``'s ZLIB block (its size checked by parse)."""
+    stream = os.pread(fd, info.stored_size, info.offset)
+    if len(stream) != info.stored_size:
+        raise TruncatedError(
+            f"tensor {info.index}: the file ended while reading its block; was it "
+            "truncated while being read?",
+            field="payload", offset=info.offset, found=len(stream), expected=info.stored_size,
+        )  # fmt: skip
+    try:
+        return _zlib.inflate(stream, info.nbytes, what=f"tensor {info.index}")
+    except CompressionError as exc:
+        exc.offset = info.offset if exc.offset is None else exc.offset
+        raise
+
+
+def _check_crc(info: TensorInfo, view: memoryview) -> None:
+    crc = 0
+    for pos in range(0, len(view), _CRC_STEP):
+        crc = zlib.crc32(view[pos : pos + _CRC_STEP], crc)
+    if crc != info.crc32:
+        raise crc_error(info, crc)
+
+
+def check_block(fd: int, info: TensorInfo) -> list[Problem]:
+    """The problems of tensor ``info``'s data (CRC, stream, sizes), found in bounded memory
+    (RAW: read in steps; ZLIB: inflated into a buffer of ``nbytes``, which parse bounded
+    by what the stream can inflate to)."""
+    try:
+        if info.compression == "zlib":
+            inflated = _inflate(fd, info)
+            crc = inflated.crc32
+            found = [_trailing(info, inflated.trailing)] if inflated.trailing else []
+        else:
+            crc, found = 0, []
+            for pos in range(0, info.nbytes, _CRC_STEP):
+                n = min(_CRC_STEP, info.nbytes - pos)
+                chunk = os.pread(fd, n, info.offset + pos)
+                if len(chunk) != n:
+                    raise TruncatedError(
+                        "the file ended while reading it", field="payload",
+                        offset=info.offset + pos, found=len(chunk), expected=n,
+                    )  # fmt: skip
+                crc = zlib.crc32(chunk, crc)
+        if info.crc32 is not None and crc != info.crc32:
+            raise crc_error(info, crc)
+    except TSRError as exc:
+        return [Problem(type(exc), exc.field or "payload", exc.offset or info.offset,
+                        exc.found, exc.expected, exc.message)]  # fmt: skip
+    return found
+
+
+def _parts(enc: Encoded) -> Iterator[bytes | memoryview]:
+    yield enc.head
+    for pad, block in enc.blocks:
+        if pad:
+            yield bytes(pad)
+        if isinstance(block, np.ndarray):
+            yield from _io._payload_chunks(block)
+        else:
+            yield block
+
+
+def write_encoded(path: _io.PathLike, enc: Encoded, *, fsync: bool) -> None:
+    """Write ``enc`` to ``path`` atomically (:func:`tsr._io.atomic_write`)."""
+
+    def write(fd: int) -> None:
+        if enc.size >= _io._PREALLOCATE_BYTES:
+            _io._preallocate(fd, enc.size)
+        for part in _parts(enc):
+            _io._write_all(fd, part)
+
+    _io.atomic_write(path, write, fsync=fsync)
+
+
+def to_bytes(enc: Encoded) -> bytes:
+    """The whole file ``enc`` in memory."""
+    return b"".join(_parts(enc))
