@@ -17,6 +17,7 @@ import contextlib
 import enum
 import logging
 import os
+import select
 import stat
 import threading
 import time
@@ -56,6 +57,10 @@ RECHECK_S = 0.05
 """A request that does not parse and was not seen complete (closed after writing or
 renamed in) is read again after this long before it is answered as malformed: it may
 still be being written by a client that writes in place."""
+REMOTE_RECHECK_S = 3.0
+"""On a network or FUSE filesystem an input shorter than its header declares is read again
+for this long before it is answered ``invalid_input``: attribute caches (FUSE 1 s, CIFS
+1 s by default) may show a file the far side has finished as still short."""
 MAX_MESSAGE_CHARS = 1000
 
 
@@ -479,12 +484,52 @@ class Worker:
                         )
                     try:  # the codec checks the header against the file's size first
                         loaded[tag] = tsr.torch.load(f, mmap=False)
+                    except tsr.TruncatedError as exc:
+                        short: tsr.TSRError | None = exc
                     except tsr.TSRError as exc:
                         raise ProtocolError(ErrorCode.INVALID_INPUT, f"{name}: {exc}") from None
+                    else:
+                        short = None
+                if short is not None:
+                    loaded[tag] = self._recheck_short_input(name, short, opened)
         finally:
             for name, seen in opened:
                 self._dir.unlink(name, expect=seen)
         return [loaded[t] for t in tags]
+
+    def _recheck_short_input(
+        self, name: str, short: Exception, opened: list[tuple[str, os.stat_result]]
+    ) -> torch.Tensor:
+        """An input shorter than its header declares, on a filesystem whose caches may lag
+        behind the far side (attributes cached, data after the rename): opened and read
+        again for up to :data:`REMOTE_RECHECK_S` before it is ``invalid_input``. On a
+        local filesystem it is invalid at once (the client wrote it before the request)."""
+        import tsr
+        import tsr.torch
+
+        waited = 0.0
+        if self.fs is not None and not self.fs.events_trusted:
+            deadline = time.monotonic() + REMOTE_RECHECK_S
+            while time.monotonic() < deadline and not _readable(self._stop.read_fd, 0.02):
+                try:
+                    with self._dir.open_regular(name) as f:
+                        st = os.fstat(f.fileno())
+                        opened.append((name, st))
+                        limit = self.config.limits.max_input_bytes
+                        if st.st_size > limit:
+                            raise ProtocolError(
+                                ErrorCode.INPUT_TOO_LARGE,
+                                f"{name} has {st.st_size} bytes, the limit is {limit}",
+                            )
+                        return tsr.torch.load(f, mmap=False)
+                except tsr.TruncatedError as exc:
+                    short = exc
+                except (tsr.TSRError, OSError) as exc:
+                    short = exc
+                    break
+            waited = REMOTE_RECHECK_S - max(0.0, deadline - time.monotonic())
+        message = f"{name}: {short}" if not waited else f"{name}: {short} (after {waited:.1f} s)"
+        raise ProtocolError(ErrorCode.INVALID_INPUT, message)
 
     def _write_results(self, answer: _Answer) -> _Answer:
         if not answer.tensors:
@@ -569,6 +614,11 @@ def _import_torch_modules(threads: int) -> ModuleType:
     torch.nn.functional.conv2d(x, torch.ones(1, 1, 3, 3))
     torch.nn.functional.conv_transpose2d(x, torch.ones(1, 1, 3, 3), stride=2, padding=1)
     return torch
+
+
+def _readable(fd: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for ``fd`` (the stop pipe) to be readable."""
+    return bool(select.select([fd], [], [], timeout_s)[0])
 
 
 def _valid_name(name: str) -> bool:
