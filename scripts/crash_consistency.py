@@ -14,7 +14,8 @@ quarters of the kills come after a random delay drawn over the save's measured d
 child right before or right after the rename (``os.replace`` or ``RENAME_EXCHANGE``),
 moments a random delay rarely hits. Then the target must hold nothing (``new``) or
 the old file (``replace``), or the complete new file, compared byte for byte; never a
-partial file. Whatever temp files the kill left (``.<name>.tsr-tmp-<pid>-<hex>``) must be
+partial file. Whatever temp files the kill left (``.<name>.tsr-tmp-<16 hex>``; their
+writer's lock died with it) must be
 removed by the first ``tsr.save`` into the directory from a new process; the directory
 must then hold nothing else. Prints a summary (outcomes, what the kill left behind,
 durations); exit status 1 if any trial failed.

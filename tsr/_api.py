@@ -240,7 +240,7 @@ def open(
 
 
 def save(
-    path: PathLike,
+    path: PathLike | bytes,
     array: npt.ArrayLike,
     *,
     format: str = "v1",
@@ -248,6 +248,7 @@ def save(
     dtype: npt.DTypeLike | None = None,
     fsync: bool = False,
     reserved_dtypes: bool = False,
+    follow_symlinks: bool = True,
 ) -> None:
     """Write ``array`` to ``path`` atomically, as ``format`` ``"v1"`` (the default),
     ``"v3"`` (TSR3) or ``"v4"`` (TSR4), byte-identical with the framework's C++ writer.
@@ -257,27 +258,49 @@ def save(
     TSR3/TSR4) raises :class:`BadArgumentError` / :class:`UnsupportedDTypeError` with the
     fix. ``reserved_dtypes`` is v1's opt-in (see :func:`tsr._io.save`). The target holds
     its old content or the complete new file, never a partial one.
+
+    Every generation is saved the same way (:func:`tsr._io.atomic_write`):
+
+    - ``path`` is a ``str``, ``bytes`` or path-like, and any name ``open(path, "wb")``
+      accepts works. A symlink is followed as ``numpy.save`` and ``open(path, "wb")``
+      follow it: ``latest.tsr -> ckpt.tsr`` stays a link and ``ckpt.tsr`` is replaced
+      (``follow_symlinks=False`` replaces the link itself). A hard-linked file is
+      replaced by a new file at ``path``; its other names keep the old content.
+    - A replaced file keeps its permission bits, and its owner and group where the
+      caller may set them; a new file gets ``0o666 & ~umask``. A file the caller may not
+      write is not replaced: :class:`PermissionError`, as ``open(path, "wb")`` raises.
+    - Saving over a file needs room for the old and the new file while it runs; the
+      old file's space is free again by the time the next save starts (at once on a
+      filesystem short of room), and a save leaves at most one descriptor open after it
+      returns, for as long as the old file's blocks take to free.
+    - Errors of the system (no space, no permission, a missing directory) are the
+      :class:`OSError` subclass and errno the system gave, naming ``path``.
     """
     gen = _formats.by_name(format)
     if gen.name == "v1" and compression is None:
-        _io.save(path, array, dtype=dtype, fsync=fsync, reserved_dtypes=reserved_dtypes)
+        _io.save(path, array, dtype=dtype, fsync=fsync, reserved_dtypes=reserved_dtypes,
+                 follow_symlinks=follow_symlinks)  # fmt: skip
         return
     arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
-    _blocks.write_encoded(path, gen.encode([arr], compression), fsync=fsync)
+    _blocks.write_encoded(path, gen.encode([arr], compression), fsync=fsync,
+                          follow_symlinks=follow_symlinks)  # fmt: skip
 
 
 def save_all(
-    path: PathLike,
+    path: PathLike | bytes,
     arrays: Sequence[npt.ArrayLike],
     *,
     format: str = "v4",
     compression: Compression = None,
     fsync: bool = False,
+    follow_symlinks: bool = True,
 ) -> None:
-    """Write several arrays to one file (TSR4; v1 and TSR3 take exactly one), atomically."""
+    """Write several arrays to one file (TSR4; v1 and TSR3 take exactly one), atomically
+    (paths, links, modes and errors as for :func:`save`)."""
     gen = _formats.by_name(format)
     arrs = [np.asarray(a) for a in arrays]
-    _blocks.write_encoded(path, gen.encode(arrs, compression), fsync=fsync)
+    _blocks.write_encoded(path, gen.encode(arrs, compression), fsync=fsync,
+                          follow_symlinks=follow_symlinks)  # fmt: skip
 
 
 def encode(array: npt.ArrayLike, *, format: str = "v1",

@@ -170,7 +170,9 @@ def _parts(enc: Encoded) -> Iterator[bytes | memoryview]:
             yield block
 
 
-def write_encoded(path: _io.PathLike, enc: Encoded, *, fsync: bool) -> None:
+def write_encoded(
+    path: _io.PathLike | bytes, enc: Encoded, *, fsync: bool, follow_symlinks: bool = True
+) -> None:
     """Write ``enc`` to ``path`` atomically (:func:`tsr._io.atomic_write`)."""
 
     def write(fd: int) -> None:
@@ -179,7 +181,7 @@ def write_encoded(path: _io.PathLike, enc: Encoded, *, fsync: bool) -> None:
         for part in _parts(enc):
             _io._write_all(fd, part)
 
-    _io.atomic_write(path, write, fsync=fsync)
+    _io.atomic_write(path, write, fsync=fsync, follow_symlinks=follow_symlinks)
 
 
 def to_bytes(enc: Encoded) -> bytes:

@@ -13,7 +13,6 @@ import errno
 import functools
 import mmap as _mmap
 import os
-import queue
 import stat
 import sys
 import threading
@@ -23,6 +22,11 @@ from typing import IO, Any, BinaryIO, Literal, Union
 
 import numpy as np
 import numpy.typing as npt
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # no fcntl (Windows): temps are judged by their age alone
+    _fcntl = None  # type: ignore[assignment]
 
 from . import dtypes, header
 from .errors import BadArgumentError, TruncatedError
@@ -317,12 +321,13 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def save(
-    path: PathLike,
+    path: PathLike | bytes,
     array: npt.ArrayLike,
     *,
     dtype: npt.DTypeLike | None = None,
     fsync: bool = False,
     reserved_dtypes: bool = False,
+    follow_symlinks: bool = True,
 ) -> None:
     """Write ``array`` to ``path`` as a TSR v1 file, atomically.
 
@@ -330,17 +335,38 @@ def save(
     arrays are written in logical C order without a full copy. ``dtype`` converts first
     (``dtype=numpy.float32`` for a list of floats). Supported: float32, int8, int32; with
     ``reserved_dtypes=True`` also float16, bfloat16 (``ml_dtypes``), float64, int16, uint8,
-    which no C++ build reads.
+    which no C++ build reads. A masked array is refused (its mask cannot be stored).
 
-    The data goes to a temporary file beside ``path`` that is then renamed over it: the
-    target holds either its old content or the complete new file, never a partial one.
-    ``fsync=True`` also flushes the file and its directory to disk before returning.
+    The data goes to a temporary file beside the target that is then renamed over it:
+    the target holds either its old content or the complete new file, never a partial
+    one. ``fsync=True`` also flushes the file and its directory to disk before returning.
+
+    - ``path`` is a ``str``, ``bytes`` or path-like; a symlink is followed as
+      ``numpy.save`` and ``open(path, "wb")`` follow it: ``latest.tsr -> ckpt.tsr`` stays
+      a link and ``ckpt.tsr`` is replaced (``follow_symlinks=False`` replaces the link
+      itself with the file). A hard-linked file is replaced by a new file at ``path``;
+      its other names keep the old content.
+    - A replaced file keeps its permission bits, and its owner and group where the
+      caller may set them; a new file gets ``0o666 & ~umask``. A file the caller may not
+      write is not replaced: :class:`PermissionError`, as ``open(path, "wb")`` raises.
+    - Saving over a file needs room for the old and the new file until the call
+      returns; then the old file's space is free again, and no descriptor is left open.
+    - Any name ``open(path, "wb")`` accepts works (the temp's name is shortened to fit).
+    - Errors of the system (no space, no permission, a missing directory) are the
+      :class:`OSError` subclass and errno the system gave, naming ``path``.
     """
     arr, head = _prepare(array, dtype, reserved_dtypes)
-    write_file(path, head, arr, fsync=fsync)
+    write_file(path, head, arr, fsync=fsync, follow_symlinks=follow_symlinks)
 
 
-def write_file(path: PathLike, head: bytes, payload: npt.NDArray[Any], *, fsync: bool) -> None:
+def write_file(
+    path: PathLike | bytes,
+    head: bytes,
+    payload: npt.NDArray[Any],
+    *,
+    fsync: bool,
+    follow_symlinks: bool = True,
+) -> None:
     """Atomically write ``head`` then ``payload`` (in C order, little-endian) to ``path``."""
 
     def write(fd: int) -> None:
@@ -362,7 +388,7 @@ def write_file(path: PathLike, head: bytes, payload: npt.NDArray[Any], *, fsync:
         for chunk in chunks:
             _write_all(fd, chunk)
 
-    atomic_write(path, write, fsync=fsync)
+    atomic_write(path, write, fsync=fsync, follow_symlinks=follow_symlinks)
 
 
 _PREALLOCATE_BYTES = 1 << 20
@@ -413,20 +439,40 @@ def _joined(head: bytes, payload: npt.NDArray[Any]) -> bytes:
 # ----------------------------------------------------------------------------- atomic write
 
 _TMP_MARK = ".tsr-tmp-"
-"""Temp files are named ``.<name>.tsr-tmp-<pid>-<8 hex digits>``."""
+_TMP_HEX = 16
+"""Temp files are named ``.<name>.tsr-tmp-<16 hex digits>`` (the name part shortened when
+the whole would not fit in NAME_MAX). Their writer holds an exclusive ``flock`` on each
+from just after creating it until the save is over; a temp nobody holds a lock on is a
+dead writer's. Names of tsr 0.1's format, ``.<name>.tsr-tmp-<pid>-<8 hex digits>``,
+carry no lock: they are removed only once far older than any save (see
+:data:`_UNPROVEN_MAX_AGE`)."""
+
+_NAME_MAX = 255  # bytes in a file name on every filesystem we know of (pathconf refines)
+_UNPROVEN_MAX_AGE = 24 * 3600.0
+"""A temp whose writer cannot be proven gone (no working locks on that filesystem, a
+temp we may not open, or an old-format name) is removed only when unmodified for this
+long: a live save writes continually and renames its temp seconds after its last write."""
 
 _RESCAN_SECONDS = 60.0
 _scanned: dict[str, float] = {}
 """Directory -> when this process last scanned it for stale temps (``time.monotonic``)."""
 
+_own_temps: set[str] = set()
+"""Paths of the temps this process is writing now. The cleaner never opens them: where
+``flock`` is emulated with POSIX locks (Linux NFS), closing any descriptor of a file
+drops the process's lock on it."""
+
 
 def _clean_stale_temps(directory: str) -> None:
     """Remove the temp files that writers no longer running left in ``directory``.
 
-    Listing a directory costs about 0.5 µs per entry (5 ms in a directory of 10,000
-    checkpoints), so a process scans a directory at most once a minute: the first save
-    to a directory in a process cleans it, and a long-running process again after a
-    minute. Best effort: a temp that cannot be removed (another user's, say) is left.
+    A temp is a dead writer's when the cleaner can take a lock on it without waiting:
+    its writer's lock died with it, whichever host or container it ran in (see
+    :data:`_TMP_HEX`). Listing a directory costs about 0.5 µs per entry (5 ms in a
+    directory of 10,000 checkpoints), so a process scans a directory at most once a
+    minute: the first save to a directory in a process cleans it, and a long-running
+    process again after a minute. Best effort: a temp that cannot be removed (another
+    user's, say) is left.
     """
     now = time.monotonic()
     last = _scanned.get(directory)
@@ -437,33 +483,77 @@ def _clean_stale_temps(directory: str) -> None:
     _scanned[directory] = now
     try:
         with os.scandir(directory or ".") as entries:
-            stale = [e.path for e in entries if _TMP_MARK in e.name and _dead_temp(e.name)]
+            temps = [(e.name, _temp_kind(e.name)) for e in entries if _TMP_MARK in e.name]
     except OSError:
         return
-    for path in stale:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    for name, kind in temps:
+        path = os.path.join(directory, name)  # spelt as the writers spell their own
+        if kind is not None and path not in _own_temps:
+            with contextlib.suppress(OSError):
+                _remove_if_dead(path, locked=kind == "locked")
 
 
-def _dead_temp(name: str) -> bool:
-    """Whether ``name`` is a temp file of a save whose process is gone."""
+def _temp_kind(name: str) -> Literal["locked", "legacy"] | None:
+    """``"locked"`` for a temp name of this version, ``"legacy"`` for tsr 0.1's
+    ``.<name>.tsr-tmp-<pid>-<8 hex>``, None for any other name."""
+    if len(name) < 2 or name[0] != ".":
+        return None
+    tail = name[-_TMP_HEX:]
+    if (
+        len(name) > len(_TMP_MARK) + _TMP_HEX + 1
+        and name[-_TMP_HEX - len(_TMP_MARK) : -_TMP_HEX] == _TMP_MARK
+        and all(c in "0123456789abcdef" for c in tail)
+    ):
+        return "locked"
     head, _, tail = name.rpartition(_TMP_MARK)
     pid, dash, suffix = tail.partition("-")
-    return (
+    legacy = (
         len(head) >= 2
-        and head[0] == "."
         and bool(dash)
         and len(suffix) == 8
         and all(c in "0123456789abcdef" for c in suffix)
         and 0 < len(pid) <= 10
         and pid.isascii()
         and pid.isdigit()
-        and int(pid) < 1 << 31
-        and not _pid_alive(int(pid))
     )
+    return "legacy" if legacy else None
+
+
+def _remove_if_dead(path: str, *, locked: bool) -> None:
+    """Unlink the temp ``path`` if its writer is provably gone, or if it cannot be
+    proven either way and the file is older than :data:`_UNPROVEN_MAX_AGE`."""
+    try:
+        fd = os.open(path, _OPEN_PROBE)
+    except OSError:
+        fd = -1  # another user's temp, say: judged by its age
+    try:
+        if fd >= 0 and locked:
+            probe = _probe_lock(fd)
+            if probe == "held":
+                return  # a live writer, here or on another host
+            st = os.fstat(fd)
+            if probe == "taken":
+                # The writer checks after locking that its descriptor is still the file of
+                # that name, so a temp removed before its writer locked it is abandoned.
+                if stat.S_ISREG(st.st_mode) and _same_file(st, os.lstat(path)):
+                    os.unlink(path)
+                return
+        else:
+            st = os.lstat(path) if fd < 0 else os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > _UNPROVEN_MAX_AGE:
+            os.unlink(path)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return a.st_ino == b.st_ino and a.st_dev == b.st_dev
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` names a process in this PID namespace (only a hint: a process
+    in another container or on another host is invisible here)."""
     if pid == os.getpid():
         return True
     try:
@@ -473,6 +563,43 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# Locks: the only platform-specific part of the temp protocol, in two small helpers.
+
+_LOCK_UNSUPPORTED = {errno.ENOLCK, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
+
+
+def _lock_temp(fd: int) -> bool | None:
+    """Take the writer's exclusive lock on its new temp without waiting: True when
+    taken, False when someone else holds one (a cleaner probing it), None when the
+    filesystem or platform has no working locks."""
+    if _fcntl is None:
+        return None
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in _LOCK_UNSUPPORTED:
+            return None
+        raise
+    return True
+
+
+def _probe_lock(fd: int) -> Literal["held", "taken", "unknown"]:
+    """Try a shared lock on a temp (opened read-only): ``"held"`` when its writer holds
+    its lock, ``"taken"`` when the probe got it (no writer holds it: the lock is kept
+    until ``fd`` is closed), ``"unknown"`` when locks do not work there."""
+    if _fcntl is None:
+        return "unknown"
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "held"
+    except OSError:
+        return "unknown"
+    return "taken"
 
 
 _RENAME_EXCHANGE = 2
@@ -498,115 +625,204 @@ def _exchange(a: str, b: str) -> bool:
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _CREATE |= getattr(os, "O_BINARY", 0)
+_OPEN_PROBE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_OPEN_PROBE |= getattr(os, "O_CLOEXEC", 0)
+_MAX_LINKS = 40  # symlinks followed from the target, as Linux's own limit
 
 
-def atomic_write(path: PathLike, write: Callable[[int], None], *, fsync: bool = False) -> None:
-    """Create ``path`` atomically: ``write(fd)`` fills a temp file beside it, then it is
-    moved into place.
+def atomic_write(
+    path: PathLike | bytes,
+    write: Callable[[int], None],
+    *,
+    fsync: bool = False,
+    follow_symlinks: bool = True,
+) -> None:
+    """Create or replace ``path`` atomically with what ``write(fd)`` writes: ``write``
+    fills a temp file beside the target, which is then moved into place, so the target
+    holds either its old content or the complete new file.
+
+    - A symlink is followed, as ``open(path, "wb")`` does: the file it points to is
+      replaced and the link stays a link (``follow_symlinks=False`` replaces the link
+      itself). Other hard links of a replaced file keep the old content: the new file
+      is a new inode.
+    - A replaced file's permission bits (``0o777``), owner and group are kept where the
+      caller may set them; a new file gets ``0o666 & ~umask``. A file the caller may not
+      write is not replaced: :class:`PermissionError`, as ``open(path, "wb")``.
+    - The save needs room for the old and the new file, and two descriptors, until it
+      returns; when it returns the replaced file's space is free again.
+    - Errors are the :class:`OSError` the system gave, errno and class kept, naming
+      ``path`` (not the hidden temp).
 
     When ``path`` already exists the two are swapped with ``RENAME_EXCHANGE`` and the old
     file is unlinked: a plain rename over an existing file makes ext4 flush the new data
     synchronously (its ``auto_da_alloc`` heuristic), which costs a disk write per save.
     Temp files left by killed writers are removed by a later save to the same directory
-    (see :func:`_clean_stale_temps`).
+    (see :func:`_clean_stale_temps`); a live writer's, wherever it runs, never are.
     """
-    target = os.fspath(path)
-    directory, name = os.path.split(target)
+    given = os.fspath(path)
+    target = os.fsdecode(given)
+    try:
+        _atomic_write(target, write, fsync=fsync, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        if _names_no_other_file(exc):
+            raise OSError(exc.errno, exc.strerror, given) from exc
+        raise
+
+
+def _names_no_other_file(exc: OSError) -> bool:
+    """Whether ``exc`` is a plain system error naming no file, or naming our temp (so
+    that it may name the target instead)."""
+    if exc.errno is None or type(exc).__module__ != "builtins":
+        return False
+    name = exc.filename
+    if name is None:
+        return True
+    if not isinstance(name, (str, bytes)):
+        return False
+    return _temp_kind(os.path.basename(os.fsdecode(name))) == "locked"
+
+
+def _atomic_write(
+    target: str, write: Callable[[int], None], *, fsync: bool, follow_symlinks: bool
+) -> None:
+    final, old = _resolve_target(target, follow_symlinks)
+    directory, name = os.path.split(final)
     _clean_stale_temps(directory)
-    tmp = os.path.join(directory, f".{name}{_TMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
-    fd = os.open(tmp, _CREATE, 0o666)
+    fd, tmp = _create_temp(directory, name)
     try:
         try:
+            if old is not None and stat.S_ISREG(old.st_mode):
+                _copy_owner_and_mode(fd, old)
             write(fd)
             if fsync:
                 os.fsync(fd)
-        finally:
-            os.close(fd)
-        if _file_or_link(target) and _exchange(tmp, target):
-            _discard_old(tmp)  # tmp now names the old file
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+            if old is not None and _exchange(tmp, final):
+                _unlink_replaced(tmp)  # tmp now names the old file
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    finally:
+        _own_temps.discard(tmp)
+        os.close(fd)  # the lock goes last: until here the temp (if any) is live
     if fsync:
         _fsync_dir(directory)
 
 
-def _file_or_link(path: str) -> bool:
-    """Whether ``path`` names a regular file or a symlink (what a save may replace)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return False
-    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+def _resolve_target(target: str, follow_symlinks: bool) -> tuple[str, os.stat_result | None]:
+    """The path to replace (the end of ``target``'s symlinks when following them) and
+    its ``lstat``, None when nothing is there; raises what ``open(target, "wb")`` would
+    for a directory, an empty name or a file the caller may not write."""
+    if not target or target.endswith(os.sep) or (os.altsep and target.endswith(os.altsep)):
+        code = errno.EISDIR if target else errno.ENOENT
+        raise OSError(code, os.strerror(code), target)
+    final = target
+    for _ in range(_MAX_LINKS + 1):
+        try:
+            st = os.lstat(final)
+        except FileNotFoundError:
+            return final, None
+        if not (follow_symlinks and stat.S_ISLNK(st.st_mode)):
+            break
+        final = os.path.join(os.path.dirname(final), os.readlink(final))
+    else:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), target)
+    if stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), target)
+    if stat.S_ISREG(st.st_mode) and not _may_write(final):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), target)
+    return final, st
 
 
-_PENDING_MAX = 64
-_OPEN_OLD = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-_OPEN_OLD |= getattr(os, "O_CLOEXEC", 0)
-_free_queue: queue.SimpleQueue[int] | None = None
-_free_lock = threading.Lock()
+def _may_write(path: str) -> bool:
+    """Whether the caller may open ``path`` for writing (its effective ids, as open)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, os.W_OK, effective_ids=True)
+    return os.access(path, os.W_OK)
 
 
-def _discard_old(path: str) -> None:
-    """Remove the file a save replaced; free its blocks off the caller's path.
-
-    Freeing blocks is the slow part of removing a file, and the new file is already in
-    place: on the bench machine's ext4 (mounted with ``discard``) it takes ~80 µs for a
-    4 KiB file written back to disk, ~230 ms per GiB. So the old file is opened, its name
-    removed at once, and a worker thread closes the descriptor: that last close frees
-    the blocks. No name is left behind, and at exit the kernel closes whatever the worker
-    has not. At most ``_PENDING_MAX`` descriptors wait; past that the caller closes.
-    """
-    try:
-        fd = os.open(path, _OPEN_OLD)
-    except OSError:  # a symlink (ELOOP), or no permission to read: unlink as before
-        os.unlink(path)
-        return
-    try:
-        os.unlink(path)
-    except BaseException:
-        os.close(fd)
-        raise
-    _close_later(fd)
-
-
-def _close_later(fd: int) -> None:
-    global _free_queue
-    q = _free_queue
-    if q is None:
-        with _free_lock:
-            if _free_queue is None:
-                q = queue.SimpleQueue()
-                threading.Thread(target=_closer, args=(q,), name="tsr-free", daemon=True).start()
-                _free_queue = q
-            q = _free_queue
-    if q.qsize() >= _PENDING_MAX:
-        os.close(fd)
-        return
-    q.put(fd)
-
-
-def _closer(q: queue.SimpleQueue[int]) -> None:
-    while True:
-        fd = q.get()
-        with contextlib.suppress(OSError):
+def _create_temp(directory: str, name: str) -> tuple[int, str]:
+    """Create and lock a new temp beside ``name``; its descriptor and path."""
+    limit, refined = _NAME_MAX, False
+    for _ in range(100):
+        if len(os.fsencode(name)) > limit and not refined:
+            limit, refined = _name_max(directory), True
+        if len(os.fsencode(name)) > limit:  # open(path, "wb") would fail the same way
+            code = errno.ENAMETOOLONG
+            raise OSError(code, os.strerror(code), os.path.join(directory, name))
+        tmp = os.path.join(directory, _temp_name(name, limit))
+        _own_temps.add(tmp)
+        try:
+            fd = os.open(tmp, _CREATE, 0o666)
+        except FileExistsError:
+            _own_temps.discard(tmp)
+            continue
+        except OSError as exc:
+            _own_temps.discard(tmp)
+            if exc.errno == errno.ENAMETOOLONG and not refined:
+                limit, refined = min(limit, _name_max(directory)), True  # a smaller limit
+                continue
+            raise
+        try:
+            locked = _lock_temp(fd)
+            # A cleaner may have taken the temp between its creation and the lock: then
+            # it is (being) removed; start afresh under a new name.
+            if locked is None or (locked and _same_file(os.fstat(fd), os.stat(tmp))):
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            _own_temps.discard(tmp)
             os.close(fd)
+            raise
+        _own_temps.discard(tmp)
+        os.close(fd)
+    code = errno.EAGAIN
+    raise OSError(code, "could not create a temp file beside the target", directory)
 
 
-def _forget_closer_in_child() -> None:
-    """The worker does not survive fork: close its backlog in the child, start afresh."""
-    global _free_queue
-    q, _free_queue = _free_queue, None
-    while q is not None and not q.empty():
-        with contextlib.suppress(OSError):
-            os.close(q.get_nowait())
+def _temp_name(name: str, limit: int) -> str:
+    """``.<name>.tsr-tmp-<16 hex>``, the name part shortened to fit in ``limit`` bytes."""
+    suffix = _TMP_MARK + os.urandom(_TMP_HEX // 2).hex()
+    budget = limit - 1 - len(suffix)
+    while len(os.fsencode(name)) > budget:
+        name = name[: -max(1, (len(os.fsencode(name)) - budget) // 4)]
+    return f".{name}{suffix}"
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_closer_in_child)
+def _name_max(directory: str) -> int:
+    try:
+        return int(os.pathconf(directory or ".", "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return _NAME_MAX
+
+
+def _copy_owner_and_mode(fd: int, old: os.stat_result) -> None:
+    """Give the temp the replaced file's owner and group where allowed (a user may give
+    a file a group of theirs; only root may give it another owner), then its
+    permission bits."""
+    fchown = getattr(os, "fchown", None)
+    if fchown is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+        mine = os.fstat(fd)
+        if (mine.st_uid, mine.st_gid) != (old.st_uid, old.st_gid):
+            try:
+                fchown(fd, old.st_uid, old.st_gid)
+            except PermissionError:
+                with contextlib.suppress(PermissionError):
+                    fchown(fd, -1, old.st_gid)
+    fchmod = getattr(os, "fchmod", None)
+    if fchmod is not None:
+        fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
+
+
+def _unlink_replaced(path: str) -> None:
+    """Remove the file a save replaced, before the save returns: its blocks are free
+    when the caller goes on (a save loop on a nearly full filesystem needs room for one
+    old and one new file, no more) and no descriptor of it outlives the save."""
+    with contextlib.suppress(FileNotFoundError):  # a cleaner removed it first
+        os.unlink(path)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -52,15 +52,17 @@ def _host(tensor: torch.Tensor) -> tuple[dtypes.DType, npt.NDArray[Any]]:
 
 
 def save(
-    path: PathLike,
+    path: PathLike | bytes,
     tensor: torch.Tensor,
     *,
     format: str = "v1",
     compression: Compression = None,
     fsync: bool = False,
     reserved_dtypes: bool = False,
+    follow_symlinks: bool = True,
 ) -> None:
-    """Write ``tensor`` to ``path`` atomically (see :func:`tsr.save`).
+    """Write ``tensor`` to ``path`` atomically (see :func:`tsr.save` for the paths,
+    symlinks, permissions and errors).
 
     The tensor may live on any device (it is copied to the host) and may be
     non-contiguous; autograd history is ignored.
@@ -70,23 +72,27 @@ def save(
         dtypes.require_opt_in(dt, str(tensor.dtype), reserved_dtypes=reserved_dtypes)
         if dt is dtypes.BF16:
             arr = arr.view(np.int16)
-        _io.write_file(path, header.encode(tuple(arr.shape), dt), arr, fsync=fsync)
+        head = header.encode(tuple(arr.shape), dt)
+        _io.write_file(path, head, arr, fsync=fsync, follow_symlinks=follow_symlinks)
         return
-    _api.save(path, arr, format=format, compression=compression, fsync=fsync)
+    _api.save(path, arr, format=format, compression=compression, fsync=fsync,
+              follow_symlinks=follow_symlinks)  # fmt: skip
 
 
 def save_all(
-    path: PathLike,
+    path: PathLike | bytes,
     tensors: Sequence[torch.Tensor],
     *,
     format: str = "v4",
     compression: Compression = None,
     fsync: bool = False,
+    follow_symlinks: bool = True,
 ) -> None:
     """Write several tensors to one file (see :func:`tsr.save_all`)."""
     arrays = [_host(t)[1] for t in tensors]
     gen = _formats.by_name(format)
-    _blocks.write_encoded(path, gen.encode(arrays, compression), fsync=fsync)
+    _blocks.write_encoded(path, gen.encode(arrays, compression), fsync=fsync,
+                          follow_symlinks=follow_symlinks)  # fmt: skip
 
 
 def _tensor(name: str, arr: npt.NDArray[Any], target: torch.device) -> torch.Tensor:

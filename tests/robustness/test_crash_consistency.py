@@ -6,6 +6,7 @@ smoke run (small files, default run) and a 20-trial 64 MiB run (slow).
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import sys
@@ -34,22 +35,29 @@ def _script() -> ModuleType:
 def test_next_save_removes_only_the_temps_of_dead_writers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
 ) -> None:
+    """Dead = nobody holds the temp's lock (its writer's lock died with it); a temp
+    whose lock is held is a live writer's, whatever pid or host it runs under."""
     target = tmp_path / "x.tsr"
-    dead, live = dead_pid, os.getppid()
+    mark = tsr._io._TMP_MARK
     names = {
-        "dead": f".x.tsr.tsr-tmp-{dead}-0badc0de",
-        "live": f".x.tsr.tsr-tmp-{live}-00000001",
-        "mine": f".x.tsr.tsr-tmp-{os.getpid()}-00000002",
-        "other_target": f".y.tsr.tsr-tmp-{dead}-00000003",
-        "not_a_pid": ".x.tsr.tsr-tmp-abc-00000004",
+        "dead": f".x.tsr{mark}0badc0de0badc0de",
+        "live": f".x.tsr{mark}0000000000000001",
+        "other_target": f".y.tsr{mark}0000000000000003",
+        "legacy_young": f".x.tsr.tsr-tmp-{dead_pid}-00000004",  # tsr 0.1's: by age only
+        "not_a_temp": ".x.tsr.tsr-tmp-abc-00000005",
     }
     for name in names.values():
         (tmp_path / name).write_bytes(b"partial")
-    monkeypatch.setattr(tsr._io, "_scanned", {})  # the first save of a process scans
-    tsr.save(target, np.arange(3, dtype=np.int32))
+    holder = os.open(tmp_path / names["live"], os.O_WRONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # what a writer does (another process, in effect)
+    try:
+        monkeypatch.setattr(tsr._io, "_scanned", {})  # the first save of a process scans
+        tsr.save(target, np.arange(3, dtype=np.int32))
+    finally:
+        os.close(holder)
     left = {p.name for p in tmp_path.iterdir()}
     assert not {names["dead"], names["other_target"]} & left  # any target's, same directory
-    assert {names[k] for k in ("live", "mine", "not_a_pid")} <= left
+    assert {names[k] for k in ("live", "legacy_young", "not_a_temp")} <= left
     assert tsr.load(target).tolist() == [0, 1, 2]
 
 

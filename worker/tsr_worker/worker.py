@@ -539,7 +539,8 @@ class Worker:
 
         for tag, tensor in answer.tensors.items():
             try:
-                tsr.torch.save(self._dir.proc_path(tag + protocol.TENSOR_SUFFIX), tensor)
+                path = self._dir.proc_path(tag + protocol.TENSOR_SUFFIX)
+                tsr.torch.save(path, tensor, follow_symlinks=False)  # a client's link is replaced
             except tsr.TSRError as exc:
                 info = ErrorInfo(ErrorCode.BAD_RESULT.value, f"result {tag}: {exc}")
             except OSError as exc:
