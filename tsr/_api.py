@@ -343,4 +343,3 @@ def _report(gen: Any, fd: int, size: int, head: bytes, *, name: str, strict: boo
     findings = tuple(_finding(p, strict) for p in found)
     return Report(name, size, strict, findings, verdicts[0], d.header, gen.name, d.tensors,
                   tuple(verdicts))  # fmt: skip
-

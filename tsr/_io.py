@@ -27,6 +27,10 @@ try:
     import fcntl as _fcntl
 except ImportError:  # no fcntl (Windows): temps are judged by their age alone
     _fcntl = None  # type: ignore[assignment]
+try:
+    import resource as _resource
+except ImportError:  # no resource (Windows): replaced files are freed before returning
+    _resource = None  # type: ignore[assignment]
 
 from . import dtypes, header
 from .errors import BadArgumentError, TruncatedError
@@ -349,8 +353,10 @@ def save(
     - A replaced file keeps its permission bits, and its owner and group where the
       caller may set them; a new file gets ``0o666 & ~umask``. A file the caller may not
       write is not replaced: :class:`PermissionError`, as ``open(path, "wb")`` raises.
-    - Saving over a file needs room for the old and the new file until the call
-      returns; then the old file's space is free again, and no descriptor is left open.
+    - Saving over a file needs room for the old and the new file while it runs; the
+      old file's space is free again by the time the next save starts (at once on a
+      filesystem short of room), and a save leaves at most one descriptor open after it
+      returns, for as long as the old file's blocks take to free.
     - Any name ``open(path, "wb")`` accepts works (the temp's name is shortened to fit).
     - Errors of the system (no space, no permission, a missing directory) are the
       :class:`OSError` subclass and errno the system gave, naming ``path``.
@@ -648,8 +654,10 @@ def atomic_write(
     - A replaced file's permission bits (``0o777``), owner and group are kept where the
       caller may set them; a new file gets ``0o666 & ~umask``. A file the caller may not
       write is not replaced: :class:`PermissionError`, as ``open(path, "wb")``.
-    - The save needs room for the old and the new file, and two descriptors, until it
-      returns; when it returns the replaced file's space is free again.
+    - The save needs room for the old and the new file, and two descriptors, while it
+      runs. The replaced file's space is free again when the next save starts, or
+      before this one returns where room or descriptors are short (see
+      :func:`_unlink_replaced`); until then it holds one descriptor.
     - Errors are the :class:`OSError` the system gave, errno and class kept, naming
       ``path`` (not the hidden temp).
 
@@ -687,6 +695,7 @@ def _atomic_write(
 ) -> None:
     final, old = _resolve_target(target, follow_symlinks)
     directory, name = os.path.split(final)
+    _wait_for_freeing()
     _clean_stale_temps(directory)
     fd, tmp = _create_temp(directory, name)
     try:
@@ -697,7 +706,7 @@ def _atomic_write(
             if fsync:
                 os.fsync(fd)
             if old is not None and _exchange(tmp, final):
-                _unlink_replaced(tmp)  # tmp now names the old file
+                _unlink_replaced(tmp, old, fd, directory)  # tmp now names the old file
             else:
                 os.replace(tmp, final)
         except BaseException:
@@ -817,12 +826,118 @@ def _copy_owner_and_mode(fd: int, old: os.stat_result) -> None:
         fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
 
 
-def _unlink_replaced(path: str) -> None:
-    """Remove the file a save replaced, before the save returns: its blocks are free
-    when the caller goes on (a save loop on a nearly full filesystem needs room for one
-    old and one new file, no more) and no descriptor of it outlives the save."""
-    with contextlib.suppress(FileNotFoundError):  # a cleaner removed it first
+def _unlink_replaced(path: str, old: os.stat_result, temp_fd: int, directory: str) -> None:
+    """Remove the file a save replaced (``path`` names it now).
+
+    Freeing a file's blocks is the slow part of removing it: on the bench machine's ext4
+    (mounted with ``discard``) ~0.4 ms for a 4 KiB file written back to disk, ~3 ms for
+    4 MiB, ~0.2 s per GiB. So where the filesystem has ample room (at least
+    :data:`_BACKGROUND_ROOM` times the old file free) and the process ample descriptors,
+    the old file is opened, its name removed at once, and a thread closes the descriptor
+    (that close frees the blocks). One such file at most is pending, and every save
+    waits for it before it starts (:func:`_wait_for_freeing`): a save loop never needs
+    room for more than one old and one new file, nor more than two descriptors.
+    Elsewhere (a nearly full filesystem, few descriptors left, no threads) the blocks
+    are freed before the save returns.
+    """
+    if not _may_free_later(old, temp_fd, directory):
+        with contextlib.suppress(FileNotFoundError):  # a cleaner removed it first
+            os.unlink(path)
+        return
+    try:
+        fd = os.open(path, _OPEN_PROBE)
+    except FileNotFoundError:
+        return
+    except OSError:  # a symlink (ELOOP), or no permission to read: unlink now
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    try:
         os.unlink(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    _free_later(fd)
+
+
+_BACKGROUND_ROOM = 8
+"""Free space, in multiples of the replaced file, that lets its blocks be freed after the
+save returns."""
+_BACKGROUND_FDS = 32
+"""Descriptors that must be left below the process's limit for the same."""
+
+
+def _may_free_later(old: os.stat_result, temp_fd: int, directory: str) -> bool:
+    """Whether the replaced file may be freed off the caller's path: it is a regular
+    file whose last name goes, there is room to spare, and descriptors to spare."""
+    if not stat.S_ISREG(old.st_mode) or old.st_nlink != 1 or _resource is None:
+        return False
+    soft, _ = _resource.getrlimit(_resource.RLIMIT_NOFILE)
+    if soft != _resource.RLIM_INFINITY and temp_fd + _BACKGROUND_FDS > soft:
+        return False  # descriptors are allocated lowest first: few are left
+    try:
+        fs = os.statvfs(directory or ".")
+    except OSError:
+        return False
+    blocks = getattr(old, "st_blocks", 0) * 512 or old.st_size
+    return fs.f_bavail * fs.f_frsize >= _BACKGROUND_ROOM * blocks
+
+
+_freeing = threading.Condition()
+_pending_fd: int | None = None
+"""The descriptor of the replaced file the closer thread is freeing, if any."""
+_closer_started = False
+
+
+def _free_later(fd: int) -> None:
+    global _pending_fd, _closer_started
+    with _freeing:
+        if _pending_fd is not None:  # another thread's save is being freed: do it here
+            os.close(fd)
+            return
+        if not _closer_started:
+            threading.Thread(target=_closer, name="tsr-free", daemon=True).start()
+            _closer_started = True
+        _pending_fd = fd
+        _freeing.notify_all()
+
+
+def _closer() -> None:
+    global _pending_fd
+    while True:
+        with _freeing:
+            while _pending_fd is None:
+                _freeing.wait()
+            fd = _pending_fd
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with _freeing:
+            _pending_fd = None
+            _freeing.notify_all()
+
+
+def _wait_for_freeing() -> None:
+    """Wait until the file the last save replaced has been freed."""
+    if _pending_fd is None:  # the common case, without the lock
+        return
+    with _freeing:
+        while _pending_fd is not None:
+            _freeing.wait()
+
+
+def _reset_closer_in_child() -> None:
+    """The closer thread does not survive fork: close the child's copy of the pending
+    descriptor and start afresh."""
+    global _freeing, _pending_fd, _closer_started
+    fd, _pending_fd, _closer_started = _pending_fd, None, False
+    _freeing = threading.Condition()
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_closer_in_child)
 
 
 def _fsync_dir(directory: str) -> None:

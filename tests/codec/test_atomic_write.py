@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,36 +291,81 @@ def test_no_space_names_the_target_and_leaves_no_temp(tmp_path: Path) -> None:
 
 @needs_mount_ns
 def test_a_replace_loop_whose_old_and_new_fit_never_runs_out_of_space(tmp_path: Path) -> None:
-    """Each save frees the file it replaced before it returns: on an 8 MiB filesystem,
-    saves of 3.5 MiB over one another always find room (old + new = 7 MiB)."""
+    """On an 8 MiB filesystem, saves of 3.5 MiB over one another always find room (old +
+    new = 7 MiB), and, room being short, each frees the file it replaced before it
+    returns (what else writes there finds the space free)."""
     code = """
     import os, sys
     import numpy as np, tsr
     target = os.path.join(sys.argv[1], "x.tsr")
     a = np.zeros(7 << 17, np.float32)  # 3.5 MiB
-    failures = 0
+    failures = late = 0
     for i in range(300):
         a[0] = i
         try:
             tsr.save(target, a)
         except OSError:
             failures += 1
-    print(failures, tsr.load(target)[0])
+        fs = os.statvfs(sys.argv[1])
+        late += (fs.f_blocks - fs.f_bavail) * fs.f_frsize > 5 << 20  # old still held
+    print(failures, late, tsr.load(target)[0])
     """
-    assert _on_small_tmpfs(tmp_path, "8m", code) == ["0", "299.0"]
+    assert _on_small_tmpfs(tmp_path, "8m", code) == ["0", "0", "299.0"]
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 @pytest.mark.parametrize("count", [3, 1 << 20])
-def test_no_descriptor_outlives_a_save(tmp_path: Path, count: int) -> None:
+def test_a_save_leaves_at_most_one_descriptor_until_the_next_save(
+    tmp_path: Path, count: int
+) -> None:
     target = tmp_path / "x.tsr"
     tsr.save(target, np.zeros(count, np.float32))
-    before = set(os.listdir("/proc/self/fd"))
+    _io._wait_for_freeing()
+    before = _fds()
     for value in (1, 2, 3):
         tsr.save(target, np.full(count, value, np.float32))
-        assert set(os.listdir("/proc/self/fd")) <= before  # at once, not eventually
-        assert os.listdir(tmp_path) == ["x.tsr"]
+        assert len(_fds() - before) <= 1  # at once, not eventually
+        assert os.listdir(tmp_path) == ["x.tsr"]  # no name left behind, even for a moment
+    _io._wait_for_freeing()
+    assert not _fds() - before
     assert tsr.load(target)[-1] == 3
+
+
+def test_the_next_save_waits_until_the_replaced_file_is_freed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the closer thread is still freeing the last replaced file, a new save does
+    not begin: a save loop never holds more than one old and one new file."""
+    target = tmp_path / "x.tsr"
+    tsr.save(target, np.zeros(3, np.float32))
+    tsr.save(target, np.zeros(3, np.float32))  # the closer thread exists from here
+    _io._wait_for_freeing()
+    gate, stuck = threading.Event(), threading.Event()
+    real_close = os.close
+
+    def close(fd: int) -> None:
+        if threading.current_thread().name == "tsr-free":
+            stuck.set()
+            gate.wait(60)  # the closer thread is slow to free
+        real_close(fd)
+
+    monkeypatch.setattr(os, "close", close)
+    tsr.save(target, np.ones(3, np.float32))
+    assert stuck.wait(60)
+    second = threading.Thread(target=tsr.save, args=(tmp_path / "y.tsr", np.ones(2, np.int8)))
+    second.start()
+    try:
+        second.join(0.5)
+        assert second.is_alive() and os.listdir(tmp_path) == ["x.tsr"]  # not even a temp
+    finally:
+        gate.set()
+    second.join(60)
+    assert sorted(os.listdir(tmp_path)) == ["x.tsr", "y.tsr"]
+    assert tsr.load(target).tolist() == [1, 1, 1]
 
 
 def test_a_save_loop_runs_under_a_small_descriptor_limit(tmp_path: Path) -> None:
