@@ -369,3 +369,31 @@ def test_saves_on_the_mount_stay_atomic(mount: tuple[Path, Path]) -> None:
     assert not bad, bad[:5]
     assert seen and set(seen) <= {float(i) for i in range(8)}
     assert sorted(p.name for p in (far / "atomic").iterdir()) == ["t.tsr"]
+
+
+def test_a_mount_over_the_session_path_is_the_directory_going_away(tmp_path: Path) -> None:
+    """Event-driven on a local directory; then something is mounted over its path: the
+    path no longer leads to the directory the worker serves, and it leaves (the mount
+    table's change wakes it: inotify says nothing of mounts)."""
+    reason = _fuse_unavailable()
+    if reason:
+        pytest.skip(reason)
+    d, other = tmp_path / "s", tmp_path / "other"
+    other.mkdir()
+    w = spawn(d, "--client-pid", "0", "--idle-timeout", "0", "--log-level", "info")
+    mounted = False
+    try:
+        assert ask(d, '{"cmd": "hi", "params": "x"}')["params"] == "Hi X"
+        assert "waiting by inotify" in w.log_text()
+        settled(w)
+        done = subprocess.run(
+            ["bindfs", "-o", "nonempty", str(other), str(d)], check=False, capture_output=True
+        )
+        mounted = done.returncode == 0
+        assert mounted, done.stderr
+        leaves(w, "dir_removed", within_s=10)
+        assert list(other.iterdir()) == []  # nothing written through the new mount
+    finally:
+        w.kill()
+        if mounted:
+            subprocess.run(["fusermount", "-u", str(d)], check=False, capture_output=True)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import protocol
-from .fstype import FsType
+from .fstype import MOUNTINFO, FsType
 from .procwatch import FALLBACK_CHECK_S, ProcessWatch
 from .sessiondir import SessionDir, identity
 
@@ -296,15 +296,22 @@ class InotifyWaiter(_Base):
             os.close(fd)
             raise
         self._poll.register(fd, select.POLLIN)
+        self._mounts = _open_mount_table()
+        if self._mounts is not None:
+            self._poll.register(self._mounts, select.POLLPRI)
 
     def wait(self, timeout_s: float | None) -> Wake:
         """Block until a watched name changes, a stop, the client's exit, the
-        directory's removal, or the time-out."""
+        directory's removal (a mount over its path included), or the time-out."""
         deadline = _Deadline(timeout_s)
         while True:
             wake, ready = self._poll_once(self._cap_s(deadline.remaining_s()))
             if wake is not None:
                 return wake
+            if self._mounts is not None and self._mounts in ready:
+                _rearm(self._mounts)  # the mount table changed: does the path still lead here?
+                if self._session.gone():
+                    return Wake(WakeKind.DIR_GONE)
             if self._fd in ready:
                 wake = self._read()
                 if wake is not None:
@@ -355,8 +362,29 @@ class InotifyWaiter(_Base):
 
     def close(self) -> None:
         """Close the inotify descriptor."""
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        for fd in (self._fd, self._mounts):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _open_mount_table() -> int | None:
+    """``/proc/self/mountinfo``, read once: ``poll`` reports ``POLLPRI`` on it when the
+    mount table changes (a re-mount, or a mount over the session path). ``None`` where
+    there is none."""
+    try:
+        fd = os.open(MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    _rearm(fd)
+    return fd
+
+
+def _rearm(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        while os.read(fd, 65536):
+            pass
 
 
 ACTIVE_MIN_S = 0.001
