@@ -203,7 +203,7 @@ def problems(h: Header, file_size: int, gap: bytes | None) -> list[Problem]:
             add(_problem(BadFieldError, f"dims[{i}]", d, 0,
                          f"dims[{i}] is {d} but ndim {h.ndim} leaves it unused, so it must be 0 "
                          "(the C++ importer counts it in numel but not in the shape)",
-                         strict_only=count == h.numel))  # fmt: skip
+                         strict_only=d == 1 and count == h.numel))  # fmt: skip
     for i, d in enumerate(shape):
         if d == 0:
             j = MAX_NDIM - h.ndim + i
@@ -246,9 +246,11 @@ def _raw_size_problems(h: Header, file_size: int, nbytes: int, add: Any) -> None
                      f"of {end} bytes, this one has {file_size}; was it fully written?"))
         return
     if h.payload_size != nbytes:
+        # harmless only if the C++ truncation check (wrapping uint64) still passes
+        passes = (RAW_DATA_OFFSET + h.payload_size) % 2**64 <= file_size
         add(_problem(BadFieldError, "payload_size", h.payload_size, nbytes,
                      f"payload_size {h.payload_size}: a RAW file stores raw_data_size "
-                     f"({nbytes}) bytes", strict_only=True))  # fmt: skip
+                     f"({nbytes}) bytes", strict_only=passes))  # fmt: skip
     if file_size > end:
         add(_problem(SizeMismatchError, "file", file_size, end,
                      f"{file_size - end} trailing byte(s) after the data: the file should be "
