@@ -70,6 +70,12 @@ def _mode(mmap: bool, writable: bool = False) -> ReadMode:
     return ("c" if writable else "r") if mmap else "copy"
 
 
+def format_of(source: Source) -> FormatName:
+    """The generation of a file, from its magic (``v1`` for an unknown one)."""
+    with _io._open_fd(source) as (fd, _):
+        return _formats.detect(os.pread(fd, 4, 0)).name
+
+
 def read_header(source: Source, *, strict: bool = True, reserved_dtypes: bool = True) -> Any:
     """The header of a file of any generation (its own frozen dataclass; ``.format`` is
     ``v1``/``v3``/``v4``), checked; no payload is read (v1: the file size is not checked
@@ -341,5 +347,6 @@ def _report(gen: Any, fd: int, size: int, head: bytes, *, name: str, strict: boo
         found.extend(_blocks.check_block(fd, info))
     verdicts = gen.cpp_verdicts(head, size, _read_at(fd), name=name)
     findings = tuple(_finding(p, strict) for p in found)
-    return Report(name, size, strict, findings, verdicts[0], d.header, gen.name, d.tensors,
+    decoded = d.header if d.tensors else None  # a header whose fields make sense
+    return Report(name, size, strict, findings, verdicts[0], decoded, gen.name, d.tensors,
                   tuple(verdicts))  # fmt: skip

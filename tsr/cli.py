@@ -15,10 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from . import _io
-from .errors import TSRError
+from . import _api, _formats, _io
+from ._model import Compression, TensorInfo
+from .errors import BadArgumentError, TSRError
 from .header import DIM_LABELS, MAX_NDIM, Header
-from .validate import Report, validate
+from .validate import Report
+
+validate = _api.validate
+_FORMAT_NAMES = {"v1": "TSR v1", "v3": "TSR3", "v4": "TSR4"}
+_LATER_LABELS = ("N", "H", "W", "C")  # TSR3 and TSR4 shapes are N, H, W, C right-aligned
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -32,9 +37,10 @@ def _human(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def shape_labels(shape: tuple[int, ...]) -> str:
-    """``(2, 3)`` as ``H=2 W=3``: labels follow the format's right-aligned N, C, H, W."""
-    labels = DIM_LABELS[MAX_NDIM - len(shape) :]
+def shape_labels(shape: tuple[int, ...], labels4: tuple[str, ...] = DIM_LABELS) -> str:
+    """``(2, 3)`` as ``H=2 W=3``: labels follow the format's right-aligned N, C, H, W
+    (v1) or N, H, W, C (TSR3, TSR4)."""
+    labels = labels4[MAX_NDIM - len(shape) :]
     return " ".join(f"{k}={v}" for k, v in zip(labels, shape, strict=True)) or "scalar"
 
 
@@ -55,11 +61,45 @@ def _info_dict(path: str, h: Header) -> dict[str, Any]:
     }
 
 
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _tensor_line(t: TensorInfo) -> str:
+    stored = (f"zlib {_human(t.stored_size)} of {_human(t.nbytes)}" if t.compression
+              else f"RAW {_human(t.nbytes)}")  # fmt: skip
+    crc = "" if t.crc32 is None else f", crc32 {t.crc32:#010x}"
+    return (f"[{t.index}] {t.dtype} {_shape_text(t.shape)} "
+            f"[{shape_labels(t.shape, _LATER_LABELS)}] {stored} at {t.offset}{crc}")  # fmt: skip
+
+
+def _info_later(path: str, f: _api.TSRFile, as_json: bool) -> dict[str, Any] | None:
+    """``tsr info`` of a TSR3/TSR4 file: one line per tensor."""
+    name = _FORMAT_NAMES[f.format]
+    if as_json:
+        return {"path": path, "format": name, "file_bytes": f.size,
+                "tensors": [t.to_dict() for t in f.tensors]}  # fmt: skip
+    if len(f.tensors) == 1 and f.format == "v3":
+        print(f"{path}: {name} {_tensor_line(f.tensors[0]).split(' ', 1)[1]}, "
+              f"file {_human(f.size)}")  # fmt: skip
+        return None
+    print(f"{path}: {name}, {len(f.tensors)} tensor(s), file {_human(f.size)}")
+    for t in f.tensors:
+        print(f"  {_tensor_line(t)}")
+    return None
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     status = EXIT_OK
     rows: list[dict[str, Any]] = []
     for path in args.files:
         try:
+            if _api.format_of(path) != "v1":
+                with _api.open(path, strict=False) as f:
+                    row = _info_later(path, f, args.json)
+                if row is not None:
+                    rows.append(row)
+                continue
             h = _io.read_header(path, strict=False)
         except (TSRError, OSError) as exc:
             _error(path, exc)
@@ -80,6 +120,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _verdict_line(path: str, r: Report, cpp: bool) -> tuple[bool, str]:
+    if cpp and r.cpp_paths:  # TSR3 (mmap and read paths), TSR4
+        bad = [v for v in r.cpp_paths if not v.accepts]
+        if bad:
+            text = "; ".join(f"{v.path}: {v.check}: {v.message}" for v in bad)
+            return False, f"{path}: INVALID for C++ ({text})"
+        names = ", ".join(v.path for v in r.cpp_paths)
+        warn = [f"{v.path}: {v.hazard or v.message}" for v in r.cpp_paths
+                if v.hazard or v.different_tensor]  # fmt: skip
+        if warn:
+            return True, f"{path}: ok for C++ ({names}), WARNING: {'; '.join(warn)}"
+        return True, f"{path}: ok for C++ ({names})"
     if cpp:
         if not r.cpp.accepts:
             return False, f"{path}: INVALID for C++ ({r.cpp.check}): {r.cpp.message}"
@@ -129,28 +180,70 @@ def _npy_shape(path: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _read_npy(src: str) -> Any:
+    if 0 in _npy_shape(src):  # NumPy cannot map an empty array
+        return np.load(src, allow_pickle=False)
+    return np.load(src, mmap_mode="r", allow_pickle=False)
+
+
+def _read_npz(src: str) -> list[Any]:
+    """The arrays of an .npz in order: ``arr_0, arr_1, ...`` by number (as ``np.savez``
+    names positional arrays), other names after them in file order."""
+    with np.load(src, allow_pickle=False) as z:
+        names = list(z.files)
+
+        def key(n: str) -> tuple[int, int]:
+            num = n[4:]
+            return (0, int(num)) if n.startswith("arr_") and num.isdigit() else (1, 0)
+
+        return [z[n] for n in sorted(names, key=key)]
+
+
+def _write_npy_like(dst: str, arrays: list[Any], fsync: bool) -> None:
+    def write(fd: int) -> None:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            if dst.lower().endswith(".npz"):
+                np.savez(f, *arrays)
+            else:
+                np.lib.format.write_array(f, arrays[0], allow_pickle=False)
+
+    _io.atomic_write(dst, write, fsync=fsync)
+
+
+_KINDS = (".tsr", ".npy", ".npz")
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     src, dst = args.input, args.output
     kinds = (os.path.splitext(src)[1].lower(), os.path.splitext(dst)[1].lower())
+    if kinds[0] not in _KINDS or kinds[1] not in _KINDS or kinds[0] == kinds[1] != ".tsr":
+        print(f"tsr: convert: cannot convert {kinds[0] or 'no extension'} to "
+              f"{kinds[1] or 'no extension'}: use .tsr (any generation), .npy or .npz",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    compression: Compression = "zlib" if args.zlib else None
     try:
-        if kinds == (".npy", ".tsr"):
-            if 0 in _npy_shape(src):  # NumPy cannot map an empty array
-                arr = np.load(src, allow_pickle=False)
-            else:
-                arr = np.load(src, mmap_mode="r", allow_pickle=False)
-            _io.save(dst, arr, reserved_dtypes=args.reserved_dtypes, fsync=args.fsync)
-        elif kinds == (".tsr", ".npy"):
-            arr = _io.load(src, reserved_dtypes=args.reserved_dtypes)
-
-            def write(fd: int) -> None:
-                with os.fdopen(fd, "wb", closefd=False) as f:
-                    np.lib.format.write_array(f, arr, allow_pickle=False)
-
-            _io.atomic_write(dst, write, fsync=args.fsync)
+        if kinds[0] == ".npy":
+            arrays = [_read_npy(src)]
+        elif kinds[0] == ".npz":
+            arrays = _read_npz(src)
         else:
-            print(f"tsr: convert: cannot convert {kinds[0] or 'no extension'} to "
-                  f"{kinds[1] or 'no extension'}: use .tsr and .npy", file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
+            arrays = _api.load_all(src, reserved_dtypes=args.reserved_dtypes)
+        if kinds[1] != ".tsr":
+            if kinds[1] == ".npy" and len(arrays) != 1:
+                raise BadArgumentError(
+                    f"{src} holds {len(arrays)} tensors: convert it to .npz, or to a "
+                    "multi-tensor .tsr (--format v4)", field="output",
+                )  # fmt: skip
+            _write_npy_like(dst, arrays, args.fsync)
+            return EXIT_OK
+        fmt = args.format or (_api.format_of(src) if kinds[0] == ".tsr" else None)
+        fmt = fmt or ("v4" if len(arrays) != 1 or args.zlib else "v1")
+        if len(arrays) == 1 and not _formats.by_name(fmt).multi_tensor:
+            _api.save(dst, arrays[0], format=fmt, compression=compression,
+                      reserved_dtypes=args.reserved_dtypes, fsync=args.fsync)  # fmt: skip
+        else:
+            _api.save_all(dst, arrays, format=fmt, compression=compression, fsync=args.fsync)
     except (ValueError, OSError) as exc:
         _error(src, exc)
         return EXIT_INVALID
@@ -158,14 +251,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
+    threshold = sys.maxsize if args.full else 1000
     try:
-        h, arr = _io.read(args.file, "r", strict=False, reserved_dtypes=True)
+        with _api.open(args.file, strict=False, reserved_dtypes=True) as f:
+            several = len(f) != 1 or f.format == "v4"
+            for t in f.tensors:
+                arr = f[t.index]
+                label = f"[{t.index}] " if several else ""
+                print(f"{args.file}: {label}{t.dtype} {tuple(t.shape)}")
+                print(np.array2string(arr, threshold=threshold, edgeitems=args.edge,
+                                      separator=", "))  # fmt: skip
     except (TSRError, OSError) as exc:
         _error(args.file, exc)
         return EXIT_INVALID
-    print(f"{args.file}: {h.dtype.name} {tuple(h.shape)}")
-    threshold = sys.maxsize if args.full else 1000
-    print(np.array2string(arr, threshold=threshold, edgeitems=args.edge, separator=", "))
     return EXIT_OK
 
 
@@ -177,7 +275,7 @@ def _error(path: str, exc: BaseException) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tsr`` command."""
     p = argparse.ArgumentParser(
-        prog="tsr", description="Inspect, validate and convert TSR v1 files."
+        prog="tsr", description="Inspect, validate and convert TSR files (v1, TSR3, TSR4)."
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -199,9 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="full reports as JSON")
     val.set_defaults(run=_cmd_validate)
 
-    conv = sub.add_parser("convert", help="convert between .tsr and .npy (streaming)")
+    conv = sub.add_parser(
+        "convert",
+        help="convert between .tsr (v1, v3, v4), .npy and .npz",
+        description="IN and OUT by extension: .tsr of any generation, .npy (one tensor), "
+        ".npz (several, arr_0, arr_1, ...). A .tsr output takes --format (default: the "
+        "input's generation, else v1; v4 for several tensors or --zlib).",
+    )
     conv.add_argument("input", metavar="IN")
     conv.add_argument("output", metavar="OUT")
+    conv.add_argument("--format", choices=sorted(_formats.BY_NAME),
+                      help="generation of a .tsr output")  # fmt: skip
+    conv.add_argument("--zlib", action="store_true", help="compress a TSR3/TSR4 output (zlib)")
     conv.add_argument("--reserved-dtypes", action="store_true",
                       help="allow float16/float64/int16/uint8 (not readable by C++)")  # fmt: skip
     conv.add_argument("--fsync", action="store_true", help="flush to disk before returning")

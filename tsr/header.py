@@ -51,6 +51,9 @@ class Header:
     reserved_2: int
     reserved_3: int
 
+    format = "v1"
+    """The generation (a class constant, not a field): ``v1``; see :func:`tsr.read_header`."""
+
     @property
     def dtype(self) -> DType:
         """The element type (raises :class:`UnsupportedDTypeError` for unknown codes)."""

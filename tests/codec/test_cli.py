@@ -102,7 +102,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["frobnicate"])
     assert info.value.code == 2
     code, _, err = run(capsys, "convert", str(GOOD), "out.txt")
-    assert code == 2 and "use .tsr and .npy" in err
+    assert code == 2 and "use .tsr (any generation), .npy or .npz" in err
 
 
 def test_convert_both_ways(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
