@@ -118,8 +118,8 @@ def _inflate(fd: int, info: TensorInfo) -> _zlib.Inflated:
         )  # fmt: skip
     try:
         return _zlib.inflate(stream, info.nbytes, what=f"tensor {info.index}")
-    except CompressionError as exc:
-        exc.offset = info.offset if exc.offset is None else exc.offset
+    except CompressionError as exc:  # name the field and where the block is
+        exc.field, exc.offset = "payload", info.offset
         raise
 
 
