@@ -86,3 +86,44 @@ def test_validate_reports_format_tensors_and_every_cpp_path() -> None:
     d = r3.to_dict()
     assert d["format"] == "v3" and d["tensors"][0]["shape"] == [3, 4]
     assert d["dtype"] == "FP32" and [v["path"] for v in d["cpp_paths"]] == ["mmap", "read"]
+
+
+def test_load_of_a_multi_tensor_file_names_load_all_and_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generation with several tensors per file (TSR4) through the neutral API: load
+    refuses with the way out, open/load_all read each tensor. Shown with a stand-in
+    generation that stores two TSR3 RAW blocks behind its own magic."""
+    from tsr import _model, v3
+
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(4, dtype=np.int8)
+    blocks = [tsr._api.encode(x, format="v3") for x in (a, b)]
+    data = b"FAKE" + bytes(252) + blocks[0][256:] + blocks[1][256:]
+
+    class Two:
+        name = "v4"
+        magic = b"FAKE"
+        head_size = 4
+        multi_tensor = True
+        compressions = (None,)
+
+        def parse(self, head: bytes, size: int, read_at: object, **kw: object) -> object:
+            infos = []
+            offset = 256
+            for i, x in enumerate((a, b)):
+                h = v3.decode(blocks[i])
+                infos.append(_model.TensorInfo(i, h.dtype.name, x.shape, offset, x.nbytes,
+                                               x.nbytes, None, h.crc32, x.itemsize))  # fmt: skip
+                offset += x.nbytes
+            return _model.Directory("v4", None, tuple(infos), ())
+
+    monkeypatch.setitem(_formats.BY_MAGIC, b"FAKE", Two())
+    path = tmp_path / "two.tsr"
+    path.write_bytes(data)
+    with pytest.raises(tsr.TSRError, match=r"holds 2 tensors.*tsr\.load_all.*tsr\.open"):
+        tsr.load(path)
+    got = tsr.load_all(path)
+    assert [x.dtype for x in got] == [a.dtype, b.dtype]
+    assert np.array_equal(got[0], a) and np.array_equal(got[1], b)
+    with tsr.open(path) as f:
+        assert len(f) == 2 and f.format == "v4" and np.array_equal(f[1], b)

@@ -129,7 +129,7 @@ def test_harness_catches_a_lenient_reader_accepting_what_cpp_rejects(
 def test_bounded_atheris_run(tmp_path: Path) -> None:
     """A fixed number of coverage-guided executions through ``python -m fuzz v3``."""
     pytest.importorskip("atheris")
-    runs = 600
+    runs = 1000  # the harness prints its #stats line at 1000 executions
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
