@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 import tsr
@@ -97,6 +99,7 @@ def test_load_of_a_multi_tensor_file_names_load_all_and_open(
     from tsr import _model, v3
 
     a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(4, dtype=np.int8)
+    arrays: tuple[npt.NDArray[Any], ...] = (a, b)
     blocks = [tsr._api.encode(x, format="v3") for x in (a, b)]
     data = b"FAKE" + bytes(252) + blocks[0][256:] + blocks[1][256:]
 
@@ -110,7 +113,7 @@ def test_load_of_a_multi_tensor_file_names_load_all_and_open(
         def parse(self, head: bytes, size: int, read_at: object, **kw: object) -> object:
             infos = []
             offset = 256
-            for i, x in enumerate((a, b)):
+            for i, x in enumerate(arrays):
                 h = v3.decode(blocks[i])
                 infos.append(_model.TensorInfo(i, h.dtype.name, x.shape, offset, x.nbytes,
                                                x.nbytes, None, h.crc32, x.itemsize))  # fmt: skip
