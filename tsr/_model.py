@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import dtypes
-from .errors import TSRError
+from .errors import BadArgumentError, TSRError
 
 if TYPE_CHECKING:
     from .validate import CppVerdict
@@ -172,6 +172,18 @@ class Encoded:
         for pad, block in self.blocks:
             n += pad + (block.nbytes if isinstance(block, (np.ndarray, memoryview)) else len(block))
         return n
+
+
+def one_tensor(arrays: Sequence[npt.NDArray[Any]], label: str) -> npt.NDArray[Any]:
+    """The one array a single-tensor generation (``label``: ``TSR v1``, ``TSR3``) stores,
+    or :class:`tsr.BadArgumentError` with the way out."""
+    if len(arrays) != 1:
+        raise BadArgumentError(
+            f"{label} holds exactly one tensor, got {len(arrays)}: save each to its own "
+            "file, or use format='v4' for several in one",
+            field="arrays", found=len(arrays), expected=1,
+        )  # fmt: skip
+    return arrays[0]
 
 
 BF16_BITS = np.dtype("<u2", metadata={"tsr": "BF16"})

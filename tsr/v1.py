@@ -15,7 +15,16 @@ from typing import Any
 import numpy.typing as npt
 
 from . import _schema, dtypes, header
-from ._model import Compression, Directory, Encoded, FormatName, Problem, ReadAt, TensorInfo
+from ._model import (
+    Compression,
+    Directory,
+    Encoded,
+    FormatName,
+    Problem,
+    ReadAt,
+    TensorInfo,
+    one_tensor,
+)
 from .errors import BadArgumentError, TruncatedError
 from .validate import CppVerdict, cpp_verdict
 
@@ -55,13 +64,7 @@ class _V1:
                 "format='v3' or 'v4' for zlib",
                 field="compression", found=compression, expected="None",
             )  # fmt: skip
-        if len(arrays) != 1:
-            raise BadArgumentError(
-                f"TSR v1 holds exactly one tensor, got {len(arrays)}: use format='v4' for "
-                "several in one file",
-                field="arrays", found=len(arrays), expected=1,
-            )  # fmt: skip
-        arr = arrays[0]
+        arr = one_tensor(arrays, "TSR v1")
         dt = dtypes.from_numpy(arr.dtype, reserved_dtypes=False)
         return Encoded(header.encode(arr.shape, dt), ((0, arr),))
 

@@ -33,6 +33,7 @@ from ._model import (
     ReadAt,
     TensorInfo,
     is_bf16,
+    one_tensor,
 )
 from .errors import (
     BadArgumentError,
@@ -318,13 +319,7 @@ class _V3:
         return Directory("v3", h, (info,), found)
 
     def encode(self, arrays: Sequence[npt.NDArray[Any]], compression: Compression) -> Encoded:
-        if len(arrays) != 1:
-            raise BadArgumentError(
-                f"TSR3 holds exactly one tensor, got {len(arrays)}: save each to its own "
-                "file, or use format='v4' for several in one",
-                field="arrays", found=len(arrays), expected=1,
-            )  # fmt: skip
-        return encode(arrays[0], compression)
+        return encode(one_tensor(arrays, "TSR3"), compression)
 
     def cpp_verdicts(
         self, head: bytes, file_size: int, read_at: ReadAt, *, name: str = "<file>"
