@@ -1,13 +1,13 @@
 """Write the committed seed corpus of the reader harness, with tsr itself.
 
 Usage: ``.venv/bin/python -m fuzz.make_corpus [--check]``. Reader seeds are the shared valid
-vectors (the same formulas as ``/work/shared/vectors/manifest.json``; when that directory
-exists their bytes are checked against it), small files of the reserved dtypes and
-zero-size shapes, and mutations of ``fp32_2d_3x4`` like the shared malformed set plus a
-few wrap-around and range edge cases. Worker seeds (:func:`worker_corpus`) are requests
-of every command with valid inputs and bad requests and files of every kind. ``--check``
-verifies ``fuzz/corpus/reader`` and ``fuzz/corpus/worker`` hold exactly these files and
-exits 1 if not.
+vectors (the same formulas as ``tests/data/vectors1/manifest.json``, the repository's copy
+of the shared vectors; their bytes are checked against those files), small files of the
+reserved dtypes and zero-size shapes, and mutations of ``fp32_2d_3x4`` like the shared
+malformed set plus a few wrap-around and range edge cases. Worker seeds
+(:func:`worker_corpus`) are requests of every command with valid inputs and bad requests and
+files of every kind. ``--check`` verifies ``fuzz/corpus/reader`` and ``fuzz/corpus/worker``
+hold exactly these files and exits 1 if not.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tsr
 HERE = Path(__file__).resolve().parent
 READER_DIR = HERE / "corpus" / "reader"
 WORKER_DIR = HERE / "corpus" / "worker"
-SHARED_VECTORS = HERE.parent.parent / "shared" / "vectors"
+SHARED_VECTORS = HERE.parent / "tests" / "data" / "vectors1"  # the copy of ../shared/vectors
 LAYOUT = struct.Struct("<4siiiii4iqqq")
 
 WRAP_NEGATIVE_TOTAL = (2743, 5295463, 952469857, 1)
