@@ -4,8 +4,8 @@ Usage, from the repository root::
 
     .venv/bin/python -m fuzz HARNESS [--as-limit-mb=N] [libFuzzer flags] [corpus dirs]
 
-HARNESS is ``reader`` (TSR v1), ``v3`` (TSR3) or ``worker``. Without corpus dirs, new
-inputs go to
+HARNESS is ``reader`` (TSR v1), ``v3`` (TSR3), ``v4`` (TSR4) or ``worker``. Without corpus
+dirs, new inputs go to
 ``fuzz/corpus-work/HARNESS`` (not committed) and the committed seeds in
 ``fuzz/corpus/HARNESS`` are read too. Defaults added unless given: ``-timeout=10``
 (seconds per input: a slower input is a crash), ``-rss_limit_mb=2048``, the harness's
@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ("reader", "worker", "v3")
+HARNESSES = ("reader", "worker", "v3", "v4")
 
 
 def _vm_size_bytes() -> int:
@@ -94,9 +94,11 @@ def _load(name: str) -> tuple[Callable[[bytes], None], Mapping[str, int], list[s
 
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401
-    include = {"reader": ["tsr", "fuzz.cpp_model"], "v3": ["tsr"]}.get(
-        name, ["tsr", "tsr_worker"]
-    )
+    include = {
+        "reader": ["tsr", "fuzz.cpp_model"],
+        "v3": ["tsr"],
+        "v4": ["tsr.v4", "tsr._v4io", "tsr._v4cpp", "tsr._zlib", "tsr._io"],
+    }.get(name, ["tsr", "tsr_worker"])
     with atheris.instrument_imports(include=include):
         mod = importlib.import_module(f"fuzz.{name}_harness")
         mod.prepare()

@@ -52,13 +52,14 @@ def _entries_ok(h: FileHeader, entries: Sequence[Entry], size: int) -> bool:
             and n == e.numel * item
             and e.row_stride == s2 * s3 * item
             and e.data_offset == pos
-            and (n == e.payload_size if raw else 0 < n <= 1032 * e.payload_size < 1032 << 32)
+            and n <= v4.INDEX_MAX
+            and (n == e.payload_size if raw else n <= 1032 * e.payload_size and n < 1 << 32)
         ):  # fmt: skip
             return False
         pos = e.data_offset + e.payload_size
         if raw:
             pos = -(-pos // v4.RAW_ALIGN) * v4.RAW_ALIGN
-    return entries[-1].end == size and n <= v4.INDEX_MAX
+    return entries[-1].end == size
 
 
 def _raise_first(problems: Sequence[Problem], strict: bool) -> None:
@@ -168,7 +169,10 @@ class File:
                 field=f"tensor[{e.index}].block", offset=e.data_offset,
                 found=len(payload), expected=e.payload_size,
             )  # fmt: skip
-        got = _zlib.inflate(payload, e.nbytes, what=f"tensor {e.index}")
+        got = _zlib.inflate(
+            payload, e.nbytes, what=f"tensor {e.index}", field=f"tensor[{e.index}].block",
+            offset=e.data_offset,
+        )  # fmt: skip
         _check_crc(e, got.crc32)
         if got.trailing and self.strict:
             raise CompressionError(

@@ -106,8 +106,18 @@ class Inflated:
     """Bytes of the payload after the end of its zlib stream (accepted by C++)."""
 
 
-def _fail(problem: Problem, message: str, nbytes: int, what: str) -> CompressionError:
-    return CompressionError(f"{what}: {message}", field=what, found=problem, expected=nbytes)
+def _fail(
+    problem: Problem,
+    message: str,
+    nbytes: int,
+    what: str,
+    *,
+    field: str | None = None,
+    offset: int | None = None,
+) -> CompressionError:
+    return CompressionError(
+        f"{what}: {message}", field=field or what, offset=offset, found=problem, expected=nbytes
+    )
 
 
 Outcome = Literal["end", "too_long", "corrupt", "truncated"]
@@ -167,14 +177,22 @@ def scan(payload: Buffer, limit: int) -> Scan:
     return _inflate_into(_bytes_view(payload), limit, None)
 
 
-def inflate(payload: Buffer, nbytes: int, *, what: str = "payload") -> Inflated:
+def inflate(
+    payload: Buffer,
+    nbytes: int,
+    *,
+    what: str = "payload",
+    field: str | None = None,
+    offset: int | None = None,
+) -> Inflated:
     """Inflate one zlib stream that must hold exactly ``nbytes`` bytes.
 
     Raises :class:`CompressionError` (``found`` says which problem) when ``nbytes`` exceeds
     what the payload can inflate to (``"ratio"``, checked before allocating), the stream is
     not valid zlib (``"corrupt"``), ends before its end (``"truncated"``), holds more than
     ``nbytes`` (``"too_long"``: inflation stops at the bound) or less (``"too_short"``).
-    ``what`` names the block in the messages (``"tensor 3"``).
+    ``what`` names the block in the messages (``"tensor 3"``); ``field`` and ``offset``
+    go into the error (``field`` defaults to ``what``).
     """
     view = _bytes_view(payload)
     size = len(view)
@@ -185,11 +203,20 @@ def inflate(payload: Buffer, nbytes: int, *, what: str = "payload") -> Inflated:
             f"{max_inflated_size(size)} ({MAX_RATIO}:1); the entry's size fields are wrong",
             nbytes,
             what,
+            field=field,
+            offset=offset,
         )
     out = np.empty(nbytes, np.uint8)  # pages are committed only as they are written
     got = _inflate_into(view, nbytes, out.data)
     if got.outcome == "corrupt":
-        raise _fail("corrupt", f"not a valid zlib stream ({got.detail})", nbytes, what)
+        raise _fail(
+            "corrupt",
+            f"not a valid zlib stream ({got.detail})",
+            nbytes,
+            what,
+            field=field,
+            offset=offset,
+        )
     if got.outcome == "truncated":
         raise _fail(
             "truncated",
@@ -197,6 +224,8 @@ def inflate(payload: Buffer, nbytes: int, *, what: str = "payload") -> Inflated:
             f"{nbytes} bytes and no end of stream",
             nbytes,
             what,
+            field=field,
+            offset=offset,
         )
     if got.outcome == "too_long":
         raise _fail(
@@ -205,6 +234,8 @@ def inflate(payload: Buffer, nbytes: int, *, what: str = "payload") -> Inflated:
             "(inflation stopped there)",
             nbytes,
             what,
+            field=field,
+            offset=offset,
         )
     if got.produced != nbytes:
         raise _fail(
@@ -212,6 +243,8 @@ def inflate(payload: Buffer, nbytes: int, *, what: str = "payload") -> Inflated:
             f"the zlib stream holds {got.produced} bytes, the entry declares {nbytes}",
             nbytes,
             what,
+            field=field,
+            offset=offset,
         )
     return Inflated(out, got.crc32, got.trailing)
 

@@ -1,0 +1,181 @@
+"""TSR4 harness: arbitrary bytes into the TSR-V4.20 reader, validator and C++ model.
+
+``TestOneInput(data)`` writes ``data`` to a temporary file and reads it with
+:func:`tsr._v4io.load_all` (strict and lenient, memory-mapped and copying), tensor by
+tensor through :class:`tsr._v4io.File`, with :func:`tsr._v4io.validate_fd` and with the
+model of the C++ importer (:func:`tsr._v4cpp.cpp_verdict`). A :class:`tsr.TSRError`
+subclass (with a message and a field) is the only exception these may raise; anything else
+escapes and is a crash. The oracles (a violation raises :class:`OracleError`):
+
+* the readers agree: mmap and copy, ``load_all`` and ``File[i]``; strict success implies
+  lenient success with the same arrays;
+* validate agrees with the reader: ``report.ok(strict)`` iff the reader succeeds, and the
+  first fatal problem has the class and field of the reader's exception;
+* re-encode: a strictly read file re-encodes (``to_bytes``) to arrays that read back the
+  same, and to the input itself when validate found nothing and every ZLIB payload is what
+  ``zlib.compress(data, 6)`` gives (the file is the C++ writer's);
+* C++ model: what strict tsr reads, C++ reads as the same tensors; what C++ reads without a
+  shape beyond its buffer, lenient tsr reads as the same tensors; ``validate``'s ``cpp``
+  verdict is consistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+import tsr
+from tsr import _v4cpp, _v4io, v4  # noqa: F401  (_v4cpp: patched by the tests)
+
+from .reader_harness import OracleError, Outcome, attempt, process_dir, require
+
+_DATA_ERRORS = (tsr.ChecksumError, tsr.CompressionError)
+"""Raised while a tensor is read (after the header and directory passed)."""
+
+STATS: Counter[str] = Counter()
+"""Outcome counts of this process (printed at the end of a fuzz run)."""
+
+
+class _Workdir:
+    path: str | None = None
+
+    @classmethod
+    def file(cls) -> str:
+        if cls.path is None:
+            cls.path = process_dir("tsr-fuzz-v4-")
+        return os.path.join(cls.path, "input.tsr")
+
+
+def write_input(data: bytes) -> str:
+    """``data`` as a fresh file (a new inode: maps of earlier inputs stay valid)."""
+    path = _Workdir.file()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    with open(path, "xb") as f:
+        f.write(data)
+    return path
+
+
+def _same(a: list[npt.NDArray[Any]], b: list[npt.NDArray[Any]]) -> bool:
+    return len(a) == len(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype and x.tobytes() == y.tobytes()
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _by_index(path: str, strict: bool) -> list[npt.NDArray[Any]]:
+    with _v4io.File(path, strict=strict) as f:
+        return [f[i] for i in range(len(f))]
+
+
+def canonical(data: bytes, report: _v4io.Report) -> bool:
+    """Whether ``data`` is byte for byte what the C++ writer writes for its tensors."""
+    if report.problems or report.header is None:
+        return False
+    if report.header.file_mode == v4.RAW:
+        return True
+    for e in report.entries:
+        payload = data[e.data_offset : e.end]
+        raw = zlib.decompress(payload)
+        if zlib.compress(raw, 6) != payload:
+            return False
+    return True
+
+
+def check_bytes(data: bytes) -> None:
+    """Every oracle on one input (see the module docstring)."""
+    path = write_input(data)
+    results: dict[bool, Outcome[list[npt.NDArray[Any]]]] = {}
+    for strict in (True, False):
+        out = attempt(_v4io.load_all, path, strict=strict)
+        results[strict] = out
+        STATS[("strict:" if strict else "lenient:") + (
+            "ok" if out.ok else type(out.error).__name__
+        )] += 1  # fmt: skip
+        if not (out.ok or isinstance(out.error, _DATA_ERRORS)):
+            continue  # refused before any tensor was read: the other paths share that code
+        copy = attempt(_v4io.load_all, path, strict=strict, mmap=False)
+        one = attempt(_by_index, path, strict)
+        for name, other in (("mmap=False", copy), ("File[i]", one)):
+            require(
+                out.ok == other.ok and (out.error is None or type(out.error) is type(other.error)),
+                f"load_all {out.describe()} but {name} {other.describe()}",
+            )
+            if out.value is not None and other.value is not None:
+                require(_same(out.value, other.value), f"{name} read other arrays")
+    strict_out, lenient_out = results[True], results[False]
+    if strict_out.value is not None:
+        require(lenient_out.value is not None, "strict reads the file, lenient does not")
+        assert lenient_out.value is not None
+        require(_same(strict_out.value, lenient_out.value), "strict and lenient arrays differ")
+
+    with open(path, "rb") as fh:
+        report = _v4io.validate_fd(fh.fileno(), len(data), path=path)
+    for strict in (True, False):
+        ref = results[strict]
+        require(
+            report.ok(strict) == ref.ok,
+            f"validate ok({strict=})={report.ok(strict)} but the reader {ref.describe()}",
+        )
+        if ref.error is not None:
+            first = next(p for p in report.problems if p.fatal(strict))
+            require(
+                first.error is type(ref.error) and first.field == ref.error.field,
+                f"validate's first fatal problem {first} is not the reader's {ref.describe()}",
+            )
+    for p in report.problems:
+        require(issubclass(p.error, tsr.TSRError) and p.error is not tsr.TSRError, f"{p}")
+        require(p.offset >= 0 and bool(p.message) and bool(p.field), f"bad problem {p}")
+
+    cpp = report.cpp
+    require(cpp.check != "accepted" or cpp.accepts, f"inconsistent verdict {cpp}")
+    STATS[f"cpp:{cpp.verdict}:{cpp.check}"] += 1
+    if strict_out.value is not None:
+        arrays = strict_out.value
+        require(
+            cpp.accepts and [t.shape for t in cpp.tensors] == [a.shape for a in arrays],
+            f"tsr reads {[a.shape for a in arrays]} strictly but C++ does {cpp}",
+        )
+        check_reencode(data, arrays, report)
+    if cpp.accepts and not cpp.beyond_buffer:
+        require(
+            lenient_out.value is not None,
+            f"C++ reads the file but lenient tsr does not: {lenient_out.describe()}",
+        )
+        assert lenient_out.value is not None
+        require(
+            [a.shape for a in lenient_out.value] == [t.shape for t in cpp.tensors]
+            and [v4.DTYPES[v4.CODE_OF[a.dtype.name]].name for a in lenient_out.value]
+            == [t.dtype for t in cpp.tensors],
+            "lenient tsr reads other tensors than C++",
+        )
+
+
+def check_reencode(data: bytes, arrays: list[npt.NDArray[Any]], report: _v4io.Report) -> None:
+    assert report.header is not None
+    again = _v4io.to_bytes(arrays, compression=report.header.compression)
+    if canonical(data, report):
+        require(again == data, "a canonical file does not re-encode to itself")
+    path = write_input(again)
+    back = _v4io.load_all(path)
+    require(_same(back, arrays), "the re-encoded file reads other arrays")
+    STATS["reencoded"] += 1
+
+
+def TestOneInput(data: bytes) -> None:
+    """The atheris entry point."""
+    check_bytes(data)
+
+
+def prepare() -> None:
+    """Called once before fuzzing."""
+    np.seterr(all="ignore")
+
+
+__all__ = ["STATS", "OracleError", "TestOneInput", "check_bytes", "prepare"]

@@ -1,0 +1,125 @@
+"""Bounded fuzzing of the TSR4 reader in the default run: the harness's oracles on every
+seed, on seeded mutations and on structured random files, the oracles themselves, and a
+short coverage-guided atheris run in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fuzz import v4_harness
+from fuzz.reader_harness import OracleError
+from tsr import _v4cpp, _v4io, v4
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO / "fuzz" / "corpus" / "v4"
+SEEDS = sorted(CORPUS.iterdir())
+
+
+def test_the_seeds_are_the_small_vectors() -> None:
+    data = REPO / "tests" / "data" / "vectors4"
+    small = {p.name for p in [*data.glob("*.tsr"), *data.glob("malformed/*.tsr")]
+             if p.stat().st_size <= 1300}  # fmt: skip
+    assert {p.name for p in SEEDS} == small and len(SEEDS) >= 80
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=[p.name for p in SEEDS])
+def test_harness_on_seed(seed: Path) -> None:
+    v4_harness.check_bytes(seed.read_bytes())
+
+
+def test_harness_on_seeded_mutations() -> None:
+    rng = random.Random(4)
+    blobs = [p.read_bytes() for p in SEEDS]
+    for _ in range(300):
+        data = bytearray(rng.choice(blobs))
+        for _ in range(rng.randint(1, 4)):
+            kind = rng.random()
+            at = rng.randrange(len(data))
+            if kind < 0.6:
+                data[at] ^= 1 << rng.randrange(8)
+            elif kind < 0.8:
+                data[at : at + 8] = rng.randbytes(8)
+            elif kind < 0.9:
+                del data[at:]
+            else:
+                data[at:at] = rng.randbytes(rng.randint(1, 16))
+        v4_harness.check_bytes(bytes(data))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shapes=st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=4), min_size=1, max_size=4),
+    dtype=st.sampled_from(["<f4", "<f2", "i1", "<i4"]),
+    compression=st.sampled_from([None, "zlib"]),
+    field=st.integers(0, 10_000),
+    value=st.integers(0, 255),
+)
+def test_harness_on_structured_files(
+    shapes: list[list[int]], dtype: str, compression: str | None, field: int, value: int
+) -> None:
+    arrays = [np.arange(int(np.prod(s)), dtype=dtype).reshape(s) for s in shapes]
+    blob = bytearray(_v4io.to_bytes(arrays, compression=compression))
+    v4_harness.check_bytes(bytes(blob))
+    at = field % min(len(blob), v4.HEADER_SIZE + v4.ENTRY_SIZE * len(arrays) + 8)
+    blob[at] = value  # one byte of the header or directory
+    v4_harness.check_bytes(bytes(blob))
+
+
+def test_harness_catches_a_wrong_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = _v4cpp.cpp_verdict
+
+    def lying(*args: object, **kw: object) -> object:
+        out = real(*args, **kw)  # type: ignore[arg-type]
+        return _v4cpp.CppVerdict("rejected", "magic", "no") if out.accepts else out
+
+    monkeypatch.setattr(_v4cpp, "cpp_verdict", lying)
+    with pytest.raises(OracleError):
+        v4_harness.check_bytes(_good())
+
+
+def _good() -> bytes:
+    return _v4io.to_bytes([np.ones((2, 3), "<f4")])
+
+
+def test_harness_catches_a_reader_that_disagrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = _v4io.File.read_raw
+
+    def flipped(self: _v4io.File, e: v4.Entry, *, mmap: bool) -> npt.NDArray[Any]:
+        arr = real(self, e, mmap=mmap)
+        return arr if mmap else arr * 2
+
+    monkeypatch.setattr(_v4io.File, "read_raw", flipped)
+    with pytest.raises(OracleError, match="mmap=False"):
+        v4_harness.check_bytes(_good())
+
+
+def _atheris_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_bounded_atheris_run(tmp_path: Path) -> None:
+    """A fixed number of coverage-guided executions through ``python -m fuzz v4``."""
+    pytest.importorskip("atheris")
+    runs = 1500
+    proc = subprocess.run(
+        [sys.executable, "-m", "fuzz", "v4", f"-runs={runs}", "-seed=1", "-timeout=10",
+         str(tmp_path), str(CORPUS)],
+        cwd=REPO, env=_atheris_env(), check=False, capture_output=True, text=True,
+        timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Done {runs} runs" in proc.stderr
+    assert "#stats" in proc.stderr and "cov:" in proc.stderr
