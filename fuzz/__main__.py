@@ -97,7 +97,7 @@ def _load(name: str) -> tuple[Callable[[bytes], None], Mapping[str, int], list[s
     include = {
         "reader": ["tsr", "fuzz.cpp_model"],
         "v3": ["tsr"],
-        "v4": ["tsr.v4", "tsr._v4io", "tsr._v4cpp", "tsr._zlib", "tsr._io"],
+        "v4": ["tsr.v4", "tsr._v4cpp", "tsr._api", "tsr._blocks", "tsr._zlib", "tsr._io"],
     }.get(name, ["tsr", "tsr_worker"])
     with atheris.instrument_imports(include=include):
         mod = importlib.import_module(f"fuzz.{name}_harness")

@@ -1,22 +1,22 @@
 """TSR4 harness: arbitrary bytes into the TSR-V4.20 reader, validator and C++ model.
 
-``TestOneInput(data)`` writes ``data`` to a temporary file and reads it with
-:func:`tsr._v4io.load_all` (strict and lenient, memory-mapped and copying), tensor by
-tensor through :class:`tsr._v4io.File`, with :func:`tsr._v4io.validate_fd` and with the
-model of the C++ importer (:func:`tsr._v4cpp.cpp_verdict`). A :class:`tsr.TSRError`
-subclass (with a message and a field) is the only exception these may raise; anything else
-escapes and is a crash. The oracles (a violation raises :class:`OracleError`):
+``TestOneInput(data)`` writes ``data`` to a temporary file and reads it as TSR4 with
+:func:`tsr.load_all` (strict and lenient, memory-mapped and copying), tensor by tensor
+through :func:`tsr.open`, with :func:`tsr.validate` (``format="v4"``) and with the model of
+the C++ importer (:func:`tsr._v4cpp.cpp_verdict`). A :class:`tsr.TSRError` subclass (with a
+message and a field) is the only exception these may raise; anything else escapes and is a
+crash. The oracles (a violation raises :class:`OracleError`):
 
-* the readers agree: mmap and copy, ``load_all`` and ``File[i]``; strict success implies
-  lenient success with the same arrays;
-* validate agrees with the reader: ``report.ok(strict)`` iff the reader succeeds, and the
-  first fatal problem has the class and field of the reader's exception;
-* re-encode: a strictly read file re-encodes (``to_bytes``) to arrays that read back the
-  same, and to the input itself when validate found nothing and every ZLIB payload is what
-  ``zlib.compress(data, 6)`` gives (the file is the C++ writer's);
+* the readers agree: mmap and copy, ``load_all`` and ``open(...)[i]``; strict success
+  implies lenient success with the same arrays;
+* validate agrees with the reader: ``validate(strict=s).ok`` iff the reader succeeds, and
+  its first error has the class and field of the reader's exception;
+* re-encode: a strictly read file re-encodes (:func:`tsr.v4.to_bytes`) to arrays that read
+  back the same, and to the input itself when validate found nothing and every ZLIB payload
+  is what ``zlib.compress(data, 6)`` gives (the file is the C++ writer's);
 * C++ model: what strict tsr reads, C++ reads as the same tensors; what C++ reads without a
-  shape beyond its buffer, lenient tsr reads as the same tensors; ``validate``'s ``cpp``
-  verdict is consistent.
+  shape beyond its buffer, lenient tsr reads as the same tensors; the report's verdict is
+  the model's.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 import tsr
-from tsr import _v4cpp, _v4io, v4  # noqa: F401  (_v4cpp: patched by the tests)
+from tsr import _v4cpp, v4
+from tsr.validate import Report
 
 from .reader_harness import OracleError, Outcome, attempt, process_dir, require
 
@@ -70,18 +71,18 @@ def _same(a: list[npt.NDArray[Any]], b: list[npt.NDArray[Any]]) -> bool:
 
 
 def _by_index(path: str, strict: bool) -> list[npt.NDArray[Any]]:
-    with _v4io.File(path, strict=strict) as f:
+    with tsr.open(path, strict=strict) as f:
         return [f[i] for i in range(len(f))]
 
 
-def canonical(data: bytes, report: _v4io.Report) -> bool:
+def canonical(data: bytes, report: Report) -> bool:
     """Whether ``data`` is byte for byte what the C++ writer writes for its tensors."""
-    if report.problems or report.header is None:
+    if report.findings or not isinstance(report.header, v4.FileHeader):
         return False
     if report.header.file_mode == v4.RAW:
         return True
-    for e in report.entries:
-        payload = data[e.data_offset : e.end]
+    for t in report.tensors:
+        payload = data[t.offset : t.offset + t.stored_size]
         raw = zlib.decompress(payload)
         if zlib.compress(raw, 6) != payload:
             return False
@@ -93,14 +94,14 @@ def check_bytes(data: bytes) -> None:
     path = write_input(data)
     results: dict[bool, Outcome[list[npt.NDArray[Any]]]] = {}
     for strict in (True, False):
-        out = attempt(_v4io.load_all, path, strict=strict)
+        out = attempt(tsr.load_all, path, strict=strict)
         results[strict] = out
         STATS[("strict:" if strict else "lenient:") + (
             "ok" if out.ok else type(out.error).__name__
         )] += 1  # fmt: skip
         if not (out.ok or isinstance(out.error, _DATA_ERRORS)):
             continue  # refused before any tensor was read: the other paths share that code
-        copy = attempt(_v4io.load_all, path, strict=strict, mmap=False)
+        copy = attempt(tsr.load_all, path, strict=strict, mmap=False)
         one = attempt(_by_index, path, strict)
         for name, other in (("mmap=False", copy), ("File[i]", one)):
             require(
@@ -115,26 +116,33 @@ def check_bytes(data: bytes) -> None:
         assert lenient_out.value is not None
         require(_same(strict_out.value, lenient_out.value), "strict and lenient arrays differ")
 
-    with open(path, "rb") as fh:
-        report = _v4io.validate_fd(fh.fileno(), len(data), path=path)
-    for strict in (True, False):
+    # judged as the readers judge it: by its magic (a damaged one reads as v1)
+    reports = {strict: tsr.validate(path, strict=strict) for strict in (True, False)}
+    for strict, report in reports.items():
         ref = results[strict]
         require(
-            report.ok(strict) == ref.ok,
-            f"validate ok({strict=})={report.ok(strict)} but the reader {ref.describe()}",
+            report.ok == ref.ok,
+            f"validate(strict={strict}).ok={report.ok} but the reader {ref.describe()}",
         )
         if ref.error is not None:
-            first = next(p for p in report.problems if p.fatal(strict))
+            first = report.errors[0]
             require(
-                first.error is type(ref.error) and first.field == ref.error.field,
-                f"validate's first fatal problem {first} is not the reader's {ref.describe()}",
+                first.error == type(ref.error).__name__ and first.field == ref.error.field,
+                f"validate's first error {first} is not the reader's {ref.describe()}",
             )
-    for p in report.problems:
-        require(issubclass(p.error, tsr.TSRError) and p.error is not tsr.TSRError, f"{p}")
-        require(p.offset >= 0 and bool(p.message) and bool(p.field), f"bad problem {p}")
-
-    cpp = report.cpp
-    require(cpp.check != "accepted" or cpp.accepts, f"inconsistent verdict {cpp}")
+        for f in report.findings:
+            cls = getattr(tsr, f.error, None)
+            require(
+                isinstance(cls, type) and issubclass(cls, tsr.TSRError) and cls is not tsr.TSRError,
+                f"finding names no TSRError subclass: {f}",
+            )
+            require(f.offset >= 0 and bool(f.message) and bool(f.field), f"bad finding {f}")
+    report = reports[True]
+    if data[:4] != v4.MAGIC:
+        STATS["not TSR4"] += 1
+        return
+    cpp = _v4cpp.cpp_verdict(len(data), lambda o, n: data[o : o + n], name="input.tsr")
+    require(report.cpp == cpp.neutral(), f"report verdict {report.cpp} is not the model's {cpp}")
     STATS[f"cpp:{cpp.verdict}:{cpp.check}"] += 1
     if strict_out.value is not None:
         arrays = strict_out.value
@@ -157,13 +165,13 @@ def check_bytes(data: bytes) -> None:
         )
 
 
-def check_reencode(data: bytes, arrays: list[npt.NDArray[Any]], report: _v4io.Report) -> None:
-    assert report.header is not None
-    again = _v4io.to_bytes(arrays, compression=report.header.compression)
+def check_reencode(data: bytes, arrays: list[npt.NDArray[Any]], report: Report) -> None:
+    assert isinstance(report.header, v4.FileHeader)
+    again = v4.to_bytes(arrays, report.header.compression)
     if canonical(data, report):
         require(again == data, "a canonical file does not re-encode to itself")
     path = write_input(again)
-    back = _v4io.load_all(path)
+    back = tsr.load_all(path)
     require(_same(back, arrays), "the re-encoded file reads other arrays")
     STATS["reencoded"] += 1
 

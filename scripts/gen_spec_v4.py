@@ -19,7 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from tsr import _v4io, v4
+import tsr
+from tsr import v4
 from tsr.errors import TSRError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ def vectors_table() -> str:
     ]
     for e in manifest:
         data = (VECTORS / e["file"]).read_bytes()
-        arrays = _v4io.load_all(VECTORS / e["file"])
+        arrays = tsr.load_all(VECTORS / e["file"])
         names = {a.dtype.name: v4.DTYPES[v4.CODE_OF[a.dtype.name]].name for a in arrays}
         tensors = ", ".join(f"{names[a.dtype.name]} {'×'.join(map(str, a.shape))}" for a in arrays)
         digest = hashlib.sha256(data).hexdigest()[:16]
@@ -54,7 +55,7 @@ def malformed_table() -> str:
         outcomes = []
         for strict in (True, False):
             try:
-                _v4io.load_all(path, strict=strict)
+                tsr.load_all(path, strict=strict)
                 outcomes.append("reads")
             except TSRError as exc:
                 outcomes.append(f"`{type(exc).__name__}`")

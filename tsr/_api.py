@@ -15,7 +15,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import _blocks, _formats, _io
+from . import _blocks, _formats, _io, _zlib
 from . import validate as _validate
 from ._blocks import ReadMode
 from ._io import PathLike, Source
@@ -156,7 +156,7 @@ def load_all(
     as for :func:`load`."""
     with open(source, mmap=mmap, strict=strict, verify=verify,
               reserved_dtypes=reserved_dtypes) as f:  # fmt: skip
-        return list(f)
+        return f.read_all()
 
 
 class TSRFile:
@@ -208,6 +208,15 @@ class TSRFile:
         info = self.tensors[index]  # IndexError for a bad index, as any sequence
         return _read(self._fd, info, self._mode, strict=self._strict, verify=self._verify,
                      bf16_bits=self._bf16_bits)  # fmt: skip
+
+    def read_all(self) -> list[npt.NDArray[Any]]:
+        """Every tensor, in directory order; several ZLIB tensors (and RAW CRC checks) run
+        on a thread pool (zlib and CRC release the GIL), with the same result and the first
+        error in directory order."""
+        if self._fd < 0:
+            raise BadArgumentError(f"{self.name}: the file is closed", field="file")
+        work = sum(t.nbytes for t in self.tensors if t.compression or self._verify)
+        return _zlib.map_blocks(self.__getitem__, range(len(self.tensors)), work)
 
     def __iter__(self) -> Iterator[npt.NDArray[Any]]:
         for i in range(len(self.tensors)):
@@ -345,6 +354,9 @@ def _report(gen: Any, fd: int, size: int, head: bytes, *, name: str, strict: boo
     found = list(d.problems)
     for info in d.tensors:
         found.extend(_blocks.check_block(fd, info))
+    padding = getattr(gen, "padding_problems", None)  # bytes outside every block (TSR4)
+    if padding is not None:
+        found.extend(padding(d, size, _read_at(fd)))
     verdicts = gen.cpp_verdicts(head, size, _read_at(fd), name=name)
     findings = tuple(_finding(p, strict) for p in found)
     decoded = d.header if d.tensors else None  # a header whose fields make sense

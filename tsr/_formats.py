@@ -5,11 +5,11 @@ A new generation registers here by adding its ``GENERATION`` to :data:`GENERATIO
 
 from __future__ import annotations
 
-from . import v1, v3
+from . import v1, v3, v4
 from ._model import Generation
 from .errors import BadArgumentError
 
-GENERATIONS: tuple[Generation, ...] = (v1.GENERATION, v3.GENERATION)
+GENERATIONS: tuple[Generation, ...] = (v1.GENERATION, v3.GENERATION, v4.GENERATION)
 BY_MAGIC: dict[bytes, Generation] = {g.magic: g for g in GENERATIONS}
 BY_NAME: dict[str, Generation] = {g.name: g for g in GENERATIONS}
 HEAD_SIZE = max(g.head_size for g in GENERATIONS)

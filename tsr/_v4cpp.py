@@ -85,6 +85,21 @@ class CppVerdict:
         """Accepted with a tensor whose shape is larger than its buffer."""
         return any(t.beyond_buffer for t in self.tensors)
 
+    def neutral(self) -> Any:
+        """As the generation-neutral :class:`tsr.validate.CppVerdict` of reports."""
+        from .validate import CppVerdict as Neutral
+
+        one = self.tensors[0].shape if len(self.tensors) == 1 else None
+        hazard = (
+            "a shape larger than its buffer (the int64 numel product wraps): code indexing "
+            "it by its shape overruns the buffer"
+            if self.beyond_buffer
+            else None
+        )
+        error = "SIGABRT" if self.verdict == "crashed" else self.error
+        return Neutral(self.accepts, None if self.accepts else self.check, self.message, one,
+                       self.beyond_buffer, "default", error, self.allocated, hazard)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,

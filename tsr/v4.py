@@ -12,14 +12,17 @@ the fast codec and the spec tables derive from them (:class:`tsr._layout.Layout`
 :func:`header_problems` and :func:`directory_problems` list every rule broken, in reading
 order, each as a :class:`Problem` tied to its field and byte offset: the reader raises the
 first fatal one, the validator reports them all, so the two cannot disagree.
-:func:`plan` lays out a file exactly as the C++ writer does. Reading and writing files is in
-:mod:`tsr._v4io`, the model of the C++ importer in :mod:`tsr._v4cpp`.
+:func:`plan` lays out a file exactly as the C++ writer does. :data:`GENERATION` plugs all this
+into the neutral model (:mod:`tsr._model`): ``tsr.load_all``/``open``/``save_all``/``validate``
+read and write TSR4 through it (payloads by the shared :mod:`tsr._blocks`); the model of the
+C++ importer is :mod:`tsr._v4cpp`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ import numpy.typing as npt
 
 from . import _zlib
 from ._layout import Layout
+from ._model import Compression, Directory, Encoded, FormatName, Problem, ReadAt, TensorInfo
 from .dtypes import FP16, FP32, INT8, INT32, DType
 from .errors import (
     BadArgumentError,
@@ -140,8 +144,10 @@ class FileHeader:
     reserved_0: int
     reserved_1: bytes
 
+    format = "v4"
+
     @property
-    def compression(self) -> str | None:
+    def compression(self) -> Compression:
         """``"zlib"`` for a ZLIB file, None for RAW."""
         return "zlib" if self.file_mode == ZLIB else None
 
@@ -234,30 +240,18 @@ def header_crc(head: bytes | bytearray | memoryview) -> int:
 # ----------------------------------------------------------------------------- rules
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One rule a file breaks."""
-
-    error: type[TSRError]
-    field: str
-    """``header_crc32``, ``tensor[3].shape[2]``, ``tensor[0].block``, ``file``..."""
-    offset: int
-    """Byte offset in the file of what the problem is about."""
-    found: Any
-    expected: Any
-    message: str
-    level: Level = "error"
-
-    def fatal(self, strict: bool) -> bool:
-        """Whether a reader with this ``strict`` refuses the file for it."""
-        return self.level == "error" or (strict and self.level == "strict")
-
-    def exception(self) -> TSRError:
-        """The exception the reader raises for it."""
-        return self.error(
-            self.message, field=self.field, offset=self.offset, found=self.found,
-            expected=self.expected,
-        )  # fmt: skip
+def _p(  # noqa: PLR0917  (the fields of a Problem, in order)
+    error: type[TSRError],
+    field: str,
+    offset: int,
+    found: Any,
+    expected: Any,
+    message: str,
+    level: Level = "error",
+) -> Problem:
+    """A :class:`tsr._model.Problem` of this ``level``."""
+    return Problem(error, field, offset, found, expected, message,
+                   strict_only=level == "strict", warning=level == "warning")  # fmt: skip
 
 
 def _at(name: str) -> int:
@@ -270,14 +264,14 @@ def header_problems(h: FileHeader, head: bytes, file_size: int) -> list[Problem]
     version ends the list (nothing else means anything)."""
     out: list[Problem] = []
     if h.magic != MAGIC:
-        out.append(Problem(
+        out.append(_p(
             BadMagicError, "magic", 0, h.magic, MAGIC,
             f"bad magic {h.magic!r}: expected {MAGIC!r} (TSR-V4.20); not a TSR4 file",
         ))  # fmt: skip
         return out
     version = (h.version_major, h.version_minor)
     if version != VERSION:
-        out.append(Problem(
+        out.append(_p(
             UnsupportedVersionError, "version_minor" if h.version_major == 4 else
             "version_major", _at("version_major"), f"{version[0]}.{version[1]}", "4.20",
             f"unsupported TSR4 version {version[0]}.{version[1]}: only 4.20 exists (the "
@@ -292,43 +286,43 @@ def header_problems(h: FileHeader, head: bytes, file_size: int) -> list[Problem]
     )
     for name, value, want in fixed:
         if value != want:
-            out.append(Problem(
+            out.append(_p(
                 BadFieldError, name, _at(name), value, want,
                 f"{name} is {value}: TSR-V4.20 fixes it at {want}",
             ))  # fmt: skip
     if h.tensor_count == 0:
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, "tensor_count", _at("tensor_count"), 0, ">= 1",
             "tensor_count is 0: a TSR4 file holds at least one tensor",
         ))  # fmt: skip
     if h.file_mode not in MODES:
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, "file_mode", _at("file_mode"), h.file_mode, "0 (RAW) or 1 (ZLIB)",
             f"file_mode is {h.file_mode}: expected 0 (RAW) or 1 (ZLIB)",
         ))  # fmt: skip
     if any(h.reserved_1):
         i = next(i for i, b in enumerate(h.reserved_1) if b)
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, f"reserved_1[{i}]", _at("reserved_1") + i, h.reserved_1[i], 0,
             f"reserved_1[{i}] is {h.reserved_1[i]}: the 80 reserved bytes must be 0",
         ))  # fmt: skip
     crc = header_crc(head)
     if crc != h.header_crc32:
-        out.append(Problem(
+        out.append(_p(
             ChecksumError, "header_crc32", _CRC_AT, h.header_crc32, crc,
             f"header CRC-32 mismatch: stored {h.header_crc32:#010x}, the header's bytes "
             f"give {crc:#010x}; the header is damaged",
         ))  # fmt: skip
     dir_end = directory_end(h.tensor_count)
     if dir_end > file_size:
-        out.append(Problem(
+        out.append(_p(
             TruncatedError, "tensor_count", _at("tensor_count"), h.tensor_count,
             f"<= {max(0, (file_size - HEADER_SIZE) // ENTRY_SIZE)} for a {file_size}-byte file",
             f"the directory of {h.tensor_count} entries needs {dir_end} bytes but the file "
             f"has {file_size}: truncated, or a wrong tensor_count",
         ))  # fmt: skip
     elif h.file_mode in MODES and h.data_offset != data_start(h.tensor_count, h.file_mode):
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, "data_offset", _at("data_offset"), h.data_offset,
             data_start(h.tensor_count, h.file_mode),
             f"header data_offset is {h.data_offset}, the C++ writer puts "
@@ -351,7 +345,7 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
     if any(e.reserved_0):
         j = next(j for j, b in enumerate(e.reserved_0) if b)
         name, off = _entry_field(e, "reserved_0", j)
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, name, off, e.reserved_0[j], 0,
             f"tensor {i}: reserved_0[{j}] is {e.reserved_0[j]}: must be 0",
         ))  # fmt: skip
@@ -360,14 +354,14 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
         if v < 1:
             dims_ok = False
             name, off = _entry_field(e, "shape", d)
-            out.append(Problem(
+            out.append(_p(
                 BadFieldError, name, off, v, ">= 1",
                 f"tensor {i}: shape[{d}] is {v}: every dim of a TSR4 tensor is at least 1",
             ))  # fmt: skip
     dt = DTYPES.get(e.dtype_code)
     if dt is None:
         name, off = _entry_field(e, "dtype")
-        out.append(Problem(
+        out.append(_p(
             UnsupportedDTypeError, name, off, e.dtype_code, "0 FP32, 1 FP16, 2 INT8, 3 INT32",
             f"tensor {i}: unknown dtype code {e.dtype_code}: expected 0 (FP32), 1 (FP16), "
             "2 (INT8) or 3 (INT32)",
@@ -377,7 +371,7 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
     if dims_ok and product * (dt.itemsize if dt else 1) > INDEX_MAX:
         sizes_ok = False
         name, off = _entry_field(e, "shape")
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, name, off, e.shape, f"a product <= {INDEX_MAX} bytes",
             f"tensor {i}: shape {list(e.shape)} overflows: {product} elements do not fit "
             "a 64-bit size (C++ computes the product modulo 2**64)",
@@ -385,14 +379,14 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
     elif dims_ok and e.numel != product:
         sizes_ok = False
         name, off = _entry_field(e, "numel")
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, name, off, e.numel, product,
             f"tensor {i}: numel is {e.numel} but shape {list(e.shape)} has {product} elements",
         ))  # fmt: skip
     if sizes_ok and dt is not None and e.nbytes != product * dt.itemsize:
         sizes_ok = False
         name, off = _entry_field(e, "nbytes")
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, name, off, e.nbytes, product * dt.itemsize,
             f"tensor {i}: nbytes is {e.nbytes} but {product} x {dt.name} is "
             f"{product * dt.itemsize} bytes",
@@ -400,13 +394,13 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
     if mode == RAW:
         if e.data_offset % RAW_ALIGN:
             name, off = _entry_field(e, "data_offset")
-            out.append(Problem(
+            out.append(_p(
                 BadFieldError, name, off, e.data_offset, f"a multiple of {RAW_ALIGN}",
                 f"tensor {i}: RAW data_offset {e.data_offset} is not {RAW_ALIGN}-aligned",
             ))  # fmt: skip
         if e.payload_size != e.nbytes:
             name, off = _entry_field(e, "payload_size")
-            out.append(Problem(
+            out.append(_p(
                 BadFieldError, name, off, e.payload_size, e.nbytes,
                 f"tensor {i}: RAW payload_size {e.payload_size} differs from nbytes "
                 f"{e.nbytes}",
@@ -414,7 +408,7 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
     elif mode == ZLIB and sizes_ok:
         if e.nbytes > _zlib.max_inflated_size(e.payload_size):
             name, off = _entry_field(e, "nbytes")
-            out.append(Problem(
+            out.append(_p(
                 CompressionError, name, off, e.nbytes,
                 f"<= {_zlib.max_inflated_size(e.payload_size)}",
                 f"tensor {i}: nbytes {e.nbytes} is more than its {e.payload_size} zlib bytes "
@@ -422,7 +416,7 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
             ))  # fmt: skip
         elif e.nbytes >= ZLIB_CPP_MAX:
             name, off = _entry_field(e, "nbytes")
-            out.append(Problem(
+            out.append(_p(
                 BadFieldError, name, off, e.nbytes, f"< {ZLIB_CPP_MAX}",
                 f"tensor {i}: a ZLIB tensor of {e.nbytes} bytes: the C++ importer refuses "
                 "to inflate 4 GiB or more (this library reads it)",
@@ -430,7 +424,7 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
             ))  # fmt: skip
     if e.end > file_size:
         name, off = _entry_field(e, "data_offset")
-        out.append(Problem(
+        out.append(_p(
             TruncatedError, f"tensor[{i}].block", off, e.end, f"<= {file_size}",
             f"tensor {i}: its block [{e.data_offset}, {e.end}) ends past the end of the "
             f"{file_size}-byte file: truncated, or a wrong data_offset/payload_size",
@@ -439,7 +433,7 @@ def entry_problems(e: Entry, mode: int, file_size: int) -> list[Problem]:
         want = e.shape[2] * e.shape[3] * dt.itemsize
         padded = e.row_stride == round_up(want, 256) or e.row_stride == round_up(want, 128)
         name, off = _entry_field(e, "row_stride")
-        out.append(Problem(
+        out.append(_p(
             BadFieldError, name, off, e.row_stride, want,
             f"tensor {i}: row_stride {e.row_stride}, the C++ writer stores W·C·itemsize = "
             f"{want}" + (" (padded as by earlier V4.20 builds and the framework's Python "
@@ -469,13 +463,13 @@ def layout_problems(h: FileHeader, entries: Sequence[Entry], file_size: int) -> 
     furthest = max(e.end for e in entries)
     if furthest <= file_size and last.end != file_size:
         if furthest < file_size:
-            out.append(Problem(
+            out.append(_p(
                 SizeMismatchError, "file", furthest, file_size, furthest,
                 f"{file_size - furthest} trailing byte(s) after the last block (which ends "
                 f"at {furthest}); the file should be {furthest} bytes",
             ))  # fmt: skip
         else:
-            out.append(Problem(
+            out.append(_p(
                 LayoutError, f"tensor[{last.index}].block", last.offset, last.end, file_size,
                 f"the last entry's block ends at {last.end}, not at the end of the file "
                 f"({file_size}): the C++ importer requires it (entries out of order?)",
@@ -484,7 +478,7 @@ def layout_problems(h: FileHeader, entries: Sequence[Entry], file_size: int) -> 
         if e.data_offset < dir_end:
             where = "header" if e.data_offset < HEADER_SIZE else "directory"
             name, off = _entry_field(e, "data_offset")
-            out.append(Problem(
+            out.append(_p(
                 LayoutError, name, off, e.data_offset, f">= {dir_end}",
                 f"tensor {e.index}: its block starts at {e.data_offset}, inside the {where} "
                 f"(the data starts at {dir_end} or later); C++ reads it anyway",
@@ -493,7 +487,7 @@ def layout_problems(h: FileHeader, entries: Sequence[Entry], file_size: int) -> 
     order = sorted(entries, key=lambda e: (e.data_offset, e.index))
     in_order = all(a.index < b.index for a, b in itertools.pairwise(order))
     if not in_order:
-        out.append(Problem(
+        out.append(_p(
             LayoutError, "directory", HEADER_SIZE, [e.index for e in order][:16],
             "blocks in directory order",
             "the blocks are not in directory order (C++ reads them anyway)",
@@ -504,7 +498,7 @@ def layout_problems(h: FileHeader, entries: Sequence[Entry], file_size: int) -> 
     for e in order:
         if e.payload_size and e.data_offset < reach and reach_by >= 0:
             name, off = _entry_field(e, "data_offset")
-            out.append(Problem(
+            out.append(_p(
                 LayoutError, f"tensor[{e.index}].block", off, e.data_offset, f">= {reach}",
                 f"tensor {e.index}: its block [{e.data_offset}, {e.end}) overlaps the block "
                 f"of tensor {reach_by}, which ends at {reach}; C++ reads both anyway",
@@ -514,7 +508,7 @@ def layout_problems(h: FileHeader, entries: Sequence[Entry], file_size: int) -> 
             want = round_up(reach, RAW_ALIGN) if h.file_mode == RAW else reach
             if e.data_offset > want:
                 name, off = _entry_field(e, "data_offset")
-                out.append(Problem(
+                out.append(_p(
                     LayoutError, f"tensor[{e.index}].block", off, e.data_offset, want,
                     f"tensor {e.index}: a gap of {e.data_offset - want} byte(s) before its "
                     f"block (the C++ writer would start it at {want}); C++ reads it anyway",
@@ -683,6 +677,157 @@ def plan(blocks: Sequence[Block], compression: str | None, *, workers: int | Non
     return Plan(b"".join(parts), tuple(offsets), payloads, size)
 
 
-def encode(plan_: Plan) -> bytes:
-    """The whole file of a :class:`Plan` in memory (zero gaps)."""
-    return b"".join(plan_.parts())
+def encoded(plan_: Plan) -> Encoded:
+    """A :class:`Plan` as the neutral model's :class:`Encoded` (zero gaps)."""
+    blocks: list[tuple[int, npt.NDArray[Any] | bytes | memoryview]] = []
+    pos = len(plan_.head)
+    for off, p in zip(plan_.offsets, plan_.payloads, strict=True):
+        blocks.append((off - pos, p))
+        pos = off + len(p)
+    return Encoded(plan_.head, tuple(blocks))
+
+
+def encode(arrays: Sequence[npt.ArrayLike], compression: Compression = None) -> Encoded:
+    """A TSR4 file holding ``arrays``, laid out byte for byte as the C++ writer does."""
+    return encoded(plan([prepare(a) for a in arrays], compression))
+
+
+def to_bytes(arrays: Sequence[npt.ArrayLike], compression: Compression = None) -> bytes:
+    """The bytes of the TSR4 file holding ``arrays`` (what ``tsr.save_all`` writes)."""
+    return b"".join(plan([prepare(a) for a in arrays], compression).parts())
+
+
+# ----------------------------------------------------------------------------- the generation
+
+_ITEMSIZE = {code: dt.itemsize for code, dt in DTYPES.items()}
+_NAMES = {code: dt.name for code, dt in DTYPES.items()}
+
+
+def _entries_ok(h: FileHeader, entries: Sequence[Entry], size: int) -> bool:
+    """True when every entry is exactly what the C++ writer writes (the common case,
+    checked without building :class:`Problem` objects; :func:`directory_problems` finds
+    nothing for such entries)."""
+    raw = h.file_mode == RAW
+    pos = data_start(len(entries), h.file_mode)
+    for e in entries:
+        item = _ITEMSIZE.get(e.dtype_code)
+        s0, s1, s2, s3 = e.shape
+        n = e.nbytes
+        if not (
+            item
+            and e.reserved_0 == b"\0\0\0"
+            and s0 > 0 and s1 > 0 and s2 > 0 and s3 > 0
+            and e.numel == s0 * s1 * s2 * s3
+            and n == e.numel * item
+            and n <= INDEX_MAX
+            and e.row_stride == s2 * s3 * item
+            and e.data_offset == pos
+            and (n == e.payload_size if raw else n <= 1032 * e.payload_size and n < 1 << 32)
+        ):  # fmt: skip
+            return False
+        pos = e.data_offset + e.payload_size
+        if raw:
+            pos = round_up(pos, RAW_ALIGN)
+    return bool(entries) and entries[-1].end == size
+
+
+def parse(head: bytes, file_size: int, read_at: ReadAt) -> tuple[
+    FileHeader | None, list[Entry], list[Problem]
+]:  # fmt: skip
+    """The header, the entries and every problem of a file (no payload read): the header
+    from ``head`` (its first 128 bytes), the directory through ``read_at`` once its size is
+    known to fit the file."""
+    if len(head) < HEADER_SIZE:
+        return None, [], [_p(
+            TruncatedError, "header", 0, file_size, HEADER_SIZE,
+            f"truncated: a TSR4 file has at least {HEADER_SIZE} bytes, this one {file_size}",
+        )]  # fmt: skip
+    h = decode_header(head)
+    problems = header_problems(h, head, file_size)
+    stops = (TruncatedError, BadMagicError, UnsupportedVersionError)
+    if any(p.error in stops or p.field in ("entry_size", "dir_offset") for p in problems):
+        return h, [], problems
+    count = h.tensor_count
+    buf = read_at(HEADER_SIZE, ENTRY_SIZE * count)
+    if len(buf) < ENTRY_SIZE * count:
+        problems.append(_p(
+            TruncatedError, "directory", HEADER_SIZE, len(buf), ENTRY_SIZE * count,
+            "the file shrank while its directory was read",
+        ))  # fmt: skip
+        return h, [], problems
+    entries = decode_directory(buf, count)
+    if h.file_mode not in MODES or not _entries_ok(h, entries, file_size):
+        problems += directory_problems(h, entries, file_size)
+    return h, entries, problems
+
+
+def tensor_info(e: Entry, compression: Compression) -> TensorInfo:
+    """The neutral model's view of one (sound) entry."""
+    return TensorInfo(e.index, _NAMES[e.dtype_code], e.shape, e.data_offset, e.payload_size,
+                      e.nbytes, compression, e.data_crc32, _ITEMSIZE[e.dtype_code])  # fmt: skip
+
+
+class _V4:
+    """The TSR4 generation (see :class:`tsr._model.Generation`)."""
+
+    name: FormatName = "v4"
+    magic = MAGIC
+    head_size = HEADER_SIZE
+    multi_tensor = True
+    compressions: tuple[Compression, ...] = (None, "zlib")
+
+    def parse(
+        self, head: bytes, file_size: int, read_at: ReadAt, *, reserved_dtypes: bool = False
+    ) -> Directory:
+        h, entries, problems = parse(head, file_size, read_at)
+        if h is None:
+            return Directory("v4", None, (), tuple(problems))
+        if any(p.severity(strict=False) == "error" for p in problems):
+            bad = {p.field.split(".")[0] for p in problems if p.severity(False) == "error"}
+            header_bad = any(p.offset < HEADER_SIZE and p.severity(False) == "error"
+                             for p in problems)  # fmt: skip
+            sound = [] if header_bad else [e for e in entries if f"tensor[{e.index}]" not in bad]
+        else:
+            sound = entries
+        compression = h.compression
+        return Directory("v4", h, tuple(tensor_info(e, compression) for e in sound),
+                         tuple(problems))  # fmt: skip
+
+    def encode(self, arrays: Sequence[npt.NDArray[Any]], compression: Compression) -> Encoded:
+        return encode(arrays, compression)
+
+    def padding_problems(self, d: Directory, file_size: int, read_at: ReadAt) -> list[Problem]:
+        """Non-zero bytes outside every block (the writer zero-fills its padding; C++
+        ignores it): a warning of :func:`tsr.validate`, which reads them in steps."""
+        if d.header is None or not d.tensors or len(d.tensors) != d.header.tensor_count:
+            return []
+        spans = sorted((t.offset, min(t.offset + t.stored_size, file_size)) for t in d.tensors)
+        pos = directory_end(len(d.tensors))
+        nonzero, first = 0, -1
+        for start, end in [*spans, (file_size, file_size)]:
+            for at in range(pos, start, 1 << 20):
+                chunk = read_at(at, min(1 << 20, start - at))
+                zeros = chunk.count(0)
+                if zeros != len(chunk):
+                    nonzero += len(chunk) - zeros
+                    first = at if first < 0 else first
+            pos = max(pos, end)
+        if not nonzero:
+            return []
+        return [_p(
+            LayoutError, "padding", first, nonzero, 0,
+            f"{nonzero} non-zero byte(s) outside every block (from byte {first}); the C++ "
+            "writer zero-fills its padding and C++ ignores it",
+            "warning",
+        )]  # fmt: skip
+
+    def cpp_verdicts(
+        self, head: bytes, file_size: int, read_at: ReadAt, *, name: str = "<file>"
+    ) -> tuple[Any, ...]:
+        from . import _v4cpp
+
+        v = _v4cpp.cpp_verdict(file_size, read_at, name=os.path.basename(name))
+        return (v.neutral(),)
+
+
+GENERATION = _V4()

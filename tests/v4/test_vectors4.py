@@ -11,7 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tsr import _v4cpp, _v4io, v4
+import tsr
+from tsr import _v4cpp, v4
+from tsr._model import Compression
 
 from .conftest import VECTORS4, manifest4
 
@@ -43,7 +45,7 @@ def test_the_copy_is_complete() -> None:
 @pytest.mark.parametrize("mmap", [True, False], ids=["mmap", "copy"])
 def test_reads_to_the_manifest(entry: dict[str, Any], mmap: bool) -> None:
     path = VECTORS4 / entry["file"]
-    arrays = _v4io.load_all(path, mmap=mmap)
+    arrays = tsr.load_all(path, mmap=mmap)
     assert len(arrays) == entry["tensor_count"]
     for arr, t in zip(arrays, entry["tensors"], strict=True):
         assert arr.dtype == np.dtype(NUMPY[t["dtype"]])
@@ -54,45 +56,51 @@ def test_reads_to_the_manifest(entry: dict[str, Any], mmap: bool) -> None:
             assert arr.tobytes() == want.tobytes()
         if entry["mode"] == "RAW" and mmap:
             assert not arr.flags.writeable and not arr.flags.owndata  # a view of the map
-    with _v4io.File(path) as f:
+    with tsr.open(path) as f:
+        assert f.format == "v4" and len(f) == entry["tensor_count"]
         assert f.header.compression == ("zlib" if entry["mode"] == "ZLIB" else None)
         assert f.header.data_offset == entry["header"]["data_offset"]
-        assert f.problems == []
-        for e, t in zip(f.entries, entry["tensors"], strict=True):
-            assert (e.data_offset, e.payload_size, e.data_crc32, e.row_stride) == (
-                t["data_offset"],
-                t["payload_size"],
-                t["data_crc32"],
-                t["row_stride"],
-            )
+        assert f.warnings == ()
+        for info, t in zip(f.tensors, entry["tensors"], strict=True):
+            assert (info.offset, info.stored_size, info.crc32, info.dtype) == (
+                t["data_offset"], t["payload_size"], t["data_crc32"], t["dtype"]
+            )  # fmt: skip
+    blob = path.read_bytes()
+    _, entries, problems = v4.parse(blob[:128], len(blob), lambda o, n: blob[o : o + n])
+    assert problems == []
+    assert [e.row_stride for e in entries] == [t["row_stride"] for t in entry["tensors"]]
 
 
 @pytest.mark.parametrize("entry", FILES, ids=[e["file"] for e in FILES])
 def test_saving_reproduces_the_file(entry: dict[str, Any], tmp_path: Path) -> None:
     blob = (VECTORS4 / entry["file"]).read_bytes()
-    arrays = _v4io.load_all(VECTORS4 / entry["file"])
+    arrays = tsr.load_all(VECTORS4 / entry["file"])
     passed = [
         a.reshape(t["passed_shape"]) if 0 not in t["passed_shape"] else a
         for a, t in zip(arrays, entry["tensors"], strict=True)
     ]
-    compression = "zlib" if entry["mode"] == "ZLIB" else None
+    compression: Compression = "zlib" if entry["mode"] == "ZLIB" else None
     for version in (arrays, passed):  # the stored 4-D shape and the rank the C++ code had
-        assert _v4io.to_bytes(version, compression=compression) == blob
+        assert v4.to_bytes(version, compression) == blob
         out = tmp_path / entry["file"]
-        _v4io.save_all(out, version, compression=compression)
+        tsr.save_all(out, version, format="v4", compression=compression)
         assert out.read_bytes() == blob
+        if len(version) == 1:
+            tsr.save(out, version[0], format="v4", compression=compression)
+            assert out.read_bytes() == blob
+            assert tsr.load(out).tobytes() == version[0].tobytes()
 
 
 @pytest.mark.parametrize("entry", FILES, ids=[e["file"] for e in FILES])
 def test_validate_finds_nothing_and_cpp_accepts(entry: dict[str, Any]) -> None:
     path = VECTORS4 / entry["file"]
-    with open(path, "rb") as fh:
-        report = _v4io.validate_fd(fh.fileno(), path.stat().st_size, path=str(path))
-    assert report.problems == ()
-    assert report.cpp.accepts and not report.cpp.beyond_buffer
-    assert [t.shape for t in report.cpp.tensors] == [
-        tuple(t["stored_shape"]) for t in entry["tensors"]
-    ]
+    report = tsr.validate(path)
+    assert report.format == "v4" and report.ok and report.findings == ()
+    assert report.cpp.accepts and report.cpp.hazard is None
+    assert [t.shape for t in report.tensors] == [tuple(t["stored_shape"]) for t in entry["tensors"]]
+    blob = path.read_bytes()
+    cpp = _v4cpp.cpp_verdict(len(blob), lambda o, n: blob[o : o + n])
+    assert [t.shape for t in cpp.tensors] == [tuple(t["stored_shape"]) for t in entry["tensors"]]
 
 
 def test_schema_offsets_match_the_brief() -> None:
