@@ -21,8 +21,6 @@ crash. The oracles (a violation raises :class:`OracleError`):
 
 from __future__ import annotations
 
-import contextlib
-import os
 import zlib
 from collections import Counter
 from typing import Any
@@ -34,33 +32,13 @@ import tsr
 from tsr import _v4cpp, v4
 from tsr.validate import Report
 
-from .reader_harness import OracleError, Outcome, attempt, process_dir, require
+from .reader_harness import OracleError, Outcome, attempt, require, write_input
 
 _DATA_ERRORS = (tsr.ChecksumError, tsr.CompressionError)
 """Raised while a tensor is read (after the header and directory passed)."""
 
 STATS: Counter[str] = Counter()
 """Outcome counts of this process (printed at the end of a fuzz run)."""
-
-
-class _Workdir:
-    path: str | None = None
-
-    @classmethod
-    def file(cls) -> str:
-        if cls.path is None:
-            cls.path = process_dir("tsr-fuzz-v4-")
-        return os.path.join(cls.path, "input.tsr")
-
-
-def write_input(data: bytes) -> str:
-    """``data`` as a fresh file (a new inode: maps of earlier inputs stay valid)."""
-    path = _Workdir.file()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    with open(path, "xb") as f:
-        f.write(data)
-    return path
 
 
 def _same(a: list[npt.NDArray[Any]], b: list[npt.NDArray[Any]]) -> bool:

@@ -65,12 +65,72 @@ def _bytes_view(data: Buffer | npt.NDArray[Any]) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
+PARALLEL_CRC_MIN = 32 << 20
+"""From this many bytes, :func:`crc32` splits the buffer over the CPUs and combines."""
+
+
 def crc32(data: Buffer | npt.NDArray[Any], value: int = 0) -> int:
-    """CRC-32 (as :func:`zlib.crc32`) of a contiguous buffer, continuing from ``value``."""
+    """CRC-32 (as :func:`zlib.crc32`) of a contiguous buffer, continuing from ``value``.
+
+    A big buffer is split into one part per CPU, the parts' CRCs computed on a thread pool
+    (zlib releases the GIL) and combined (:func:`crc32_combine`): the same value.
+    """
     view = _bytes_view(data)
+    n = len(view)
+    workers = min(threads(), n // (PARALLEL_CRC_MIN // 2)) if n >= PARALLEL_CRC_MIN else 1
+    if workers <= 1:
+        return _crc32_steps(view, value)
+    step = -(-n // workers)
+    parts = [view[i : i + step] for i in range(0, n, step)]
+    crcs = map_blocks(_crc32_steps, parts, n, workers)
+    for part, crc in zip(parts, crcs, strict=True):
+        value = crc32_combine(value, crc, len(part))
+    return value
+
+
+def _crc32_steps(view: memoryview, value: int = 0) -> int:
     for start in range(0, len(view), CRC_CHUNK):
         value = zlib.crc32(view[start : start + CRC_CHUNK], value)
     return value
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    out = 0
+    i = 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return out
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, row) for row in matrix]
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC-32 of ``A + B`` from ``crc1`` (of A), ``crc2`` (of B) and ``len(B)``: zlib's
+    ``crc32_combine``, appending ``len2`` zero bytes to A's CRC by GF(2) matrix powers."""
+    if len2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator of one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
+    while True:
+        even = _gf2_square(odd)  # the first square gives one zero byte
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
 
 
 def max_inflated_size(payload_size: int) -> int:

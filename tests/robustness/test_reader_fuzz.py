@@ -4,7 +4,6 @@ and a short coverage-guided atheris run in a subprocess."""
 
 from __future__ import annotations
 
-import os
 import random
 import struct
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fuzz
 import tsr
 from fuzz import cpp_model, make_corpus, reader_harness
 from tsr.validate import cpp_verdict, validate_bytes
@@ -220,26 +220,11 @@ def test_harness_reports_a_hang_as_a_crash(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- atheris
 
 
-def _atheris_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
-
-
 def test_bounded_atheris_run(tmp_path: Path) -> None:
     """A fixed number of coverage-guided executions through ``python -m fuzz reader``."""
     pytest.importorskip("atheris")
     runs = 2500
-    proc = subprocess.run(
-        [sys.executable, "-m", "fuzz", "reader", f"-runs={runs}", "-seed=1", "-timeout=10",
-         str(tmp_path), str(CORPUS)],
-        cwd=REPO,
-        env=_atheris_env(),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )  # fmt: skip
+    proc = fuzz.bounded_run("reader", runs, [str(tmp_path), str(CORPUS)], timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Done {runs} runs" in proc.stderr
     assert "#stats" in proc.stderr and "cov:" in proc.stderr

@@ -4,10 +4,7 @@ short coverage-guided atheris run in a subprocess."""
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fuzz
 from fuzz import v4_harness
 from fuzz.reader_harness import OracleError
 from tsr import _blocks, _v4cpp, v4
@@ -104,22 +102,11 @@ def test_harness_catches_a_reader_that_disagrees(monkeypatch: pytest.MonkeyPatch
         v4_harness.check_bytes(_good())
 
 
-def _atheris_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
-
-
 def test_bounded_atheris_run(tmp_path: Path) -> None:
     """A fixed number of coverage-guided executions through ``python -m fuzz v4``."""
     pytest.importorskip("atheris")
     runs = 1500
-    proc = subprocess.run(
-        [sys.executable, "-m", "fuzz", "v4", f"-runs={runs}", "-seed=1", "-timeout=10",
-         str(tmp_path), str(CORPUS)],
-        cwd=REPO, env=_atheris_env(), check=False, capture_output=True, text=True,
-        timeout=400,
-    )  # fmt: skip
+    proc = fuzz.bounded_run("v4", runs, [str(tmp_path), str(CORPUS)], timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Done {runs} runs" in proc.stderr
     assert "#stats" in proc.stderr and "cov:" in proc.stderr

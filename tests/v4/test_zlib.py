@@ -160,3 +160,20 @@ def test_parallel_maps_equal_the_sequential_ones(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(CompressionError) as info:
         _zlib.inflate_many(jobs, workers=3)
     assert info.value.message.startswith("tensor 1: ")
+
+
+@settings(max_examples=80, deadline=None)
+@given(a=st.binary(max_size=3000), b=st.binary(max_size=3000), seed=st.integers(0, 2**32 - 1))
+def test_crc32_combine_equals_the_crc_of_the_concatenation(a: bytes, b: bytes, seed: int) -> None:
+    joined = _zlib.crc32_combine(zlib.crc32(a, seed), zlib.crc32(b), len(b))
+    assert joined == zlib.crc32(a + b, seed)
+
+
+def test_parallel_crc32_equals_zlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_zlib, "PARALLEL_CRC_MIN", 1000)
+    monkeypatch.setattr(_zlib, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_zlib, "threads", lambda: 3)
+    data = np.random.default_rng(3).integers(0, 255, size=100_001, dtype=np.uint8)
+    assert _zlib.crc32(data) == zlib.crc32(data.tobytes())
+    assert _zlib.crc32(data, 12345) == zlib.crc32(data.tobytes(), 12345)
+    assert _zlib.crc32(data[:1500]) == zlib.crc32(data[:1500].tobytes())
