@@ -43,8 +43,8 @@ def _fd_source(fd: int, name: object) -> Source:
 
 
 def _name(source: Source) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
+    if isinstance(source, (str, bytes, os.PathLike)):
+        return os.fsdecode(source)
     return str(getattr(source, "name", "<file>"))
 
 
@@ -174,7 +174,7 @@ class TSRFile:
                  bf16_bits: bool = False) -> None:  # fmt: skip
         self.name = _name(source)
         self._close_fd = -1
-        if isinstance(source, (str, os.PathLike)):
+        if isinstance(source, (str, bytes, os.PathLike)):
             fd = os.open(source, _io._OPEN_READ)
             self._close_fd = fd
         else:

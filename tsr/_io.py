@@ -37,8 +37,9 @@ from .errors import BadArgumentError, TruncatedError
 from .header import HEADER_SIZE, Header
 
 PathLike = Union[str, "os.PathLike[str]"]
-Source = Union[str, "os.PathLike[str]", BinaryIO, IO[bytes]]
-"""A path, or an open binary file (anything with ``fileno()``; it is not closed)."""
+Source = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", BinaryIO, IO[bytes]]
+"""A path (``str``, ``bytes`` or path-like, as ``open`` takes), or an open binary file
+(anything with ``fileno()``; it is not closed)."""
 
 _CHUNK_BYTES = 16 << 20  # bound on the extra memory of a converting write
 _MAX_IO = 1 << 30  # bytes per read/write call (Linux caps a call near 2 GiB)
@@ -65,23 +66,31 @@ class _open_fd:  # used like a function: ``with _open_fd(src) as (fd, size)``
     def __init__(self, source: Source) -> None:
         self._close = -1
         self.fd_size: tuple[int, int]
-        if type(source) is str or isinstance(source, os.PathLike):
+        if type(source) is str or isinstance(source, (bytes, os.PathLike)):
             fd = os.open(source, _OPEN_READ)
             self._close = fd
             try:
-                self.fd_size = fd, _require_regular(fd, os.fspath(source))
+                self.fd_size = fd, _require_regular(fd, os.fsdecode(source))
             except BaseException:
                 os.close(fd)
                 raise
             return
+        if getattr(source, "closed", False) is True:
+            raise BadArgumentError(
+                f"{getattr(source, 'name', 'the file')}: the file object is closed; pass an "
+                "open file or a path",
+                field="source",
+                found="a closed file",
+                expected="an open binary file or a path",
+            )
         try:
             fd = source.fileno()  # type: ignore[union-attr]
-        except (AttributeError, OSError) as exc:
+        except (AttributeError, OSError, ValueError) as exc:
             raise BadArgumentError(
                 f"expected a path or an open file with a descriptor, got {type(source).__name__}",
                 field="source",
                 found=type(source).__name__,
-                expected="str, os.PathLike or a binary file with fileno()",
+                expected="str, bytes, os.PathLike or a binary file with fileno()",
             ) from exc
         self.fd_size = fd, _require_regular(fd, getattr(source, "name", f"fd {fd}"))
 
@@ -107,20 +116,21 @@ def _require_regular(fd: int, name: object) -> int:
     return st.st_size
 
 
-def _pread_exact(fd: int, view: memoryview, offset: int) -> None:
-    """Fill ``view`` (bytes) from ``fd`` at ``offset``; raise if the file ends first."""
+def _pread_exact(fd: int, view: memoryview, offset: int, file_end: int) -> None:
+    """Fill ``view`` (bytes) from ``fd`` at ``offset``; raise if the file ends first
+    (``file_end``: the size the whole file should have, for the message)."""
     pos = 0
     total = len(view)
     while pos < total:
         n = os.preadv(fd, [view[pos : pos + _MAX_IO]], offset + pos)
         if n == 0:
             raise TruncatedError(
-                f"the file ended after {offset + pos} bytes while reading {offset + total}; "
-                "was it truncated while being read?",
+                f"the file ended after {offset + pos} bytes, but its header declares data up "
+                f"to byte {file_end}; was it truncated while being read?",
                 field="payload",
                 offset=offset + pos,
                 found=offset + pos,
-                expected=offset + total,
+                expected=file_end,
             )
         pos += n
 
@@ -151,8 +161,9 @@ def _read_into(fd: int, view: memoryview, offset: int) -> None:
     are done.
     """
     threads = _read_threads(len(view))
+    end = offset + len(view)
     if threads == 1:
-        _pread_exact(fd, view, offset)
+        _pread_exact(fd, view, offset, end)
         return
     step = -(-len(view) // threads)
     step += -step % _mmap.PAGESIZE  # whole pages per part
@@ -160,7 +171,7 @@ def _read_into(fd: int, view: memoryview, offset: int) -> None:
 
     def part(start: int) -> None:
         try:
-            _pread_exact(fd, view[start : start + step], offset + start)
+            _pread_exact(fd, view[start : start + step], offset + start, end)
         except BaseException as exc:  # handed to the calling thread
             errors[start] = exc
 

@@ -7,13 +7,15 @@ Exit status: 0 success (every file valid), 1 a file is invalid or an operation f
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _api, _formats, _io
 from ._model import Compression, TensorInfo
@@ -100,23 +102,44 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 if row is not None:
                     rows.append(row)
                 continue
-            h = _io.read_header(path, strict=False)
+            with _io._open_fd(path) as (fd, size):
+                h = _io.read_header(_api._fd_source(fd, path), strict=False)
         except (TSRError, OSError) as exc:
             _error(path, exc)
             status = EXIT_INVALID
+            rows.append({"path": path, "error": _text(path, exc)})
             continue
         info = _info_dict(path, h)
+        info["file_bytes"] = size
+        info["declared_file_bytes"] = h.file_size
+        problem = _size_problem(h, size)
+        if problem:
+            _error(path, problem)
+            status = EXIT_INVALID
+            info["error"] = problem
         if args.json:
             rows.append(info)
             continue
         shape = "(" + ", ".join(map(str, h.shape)) + ("," if h.ndim == 1 else "") + ")"
+        declared = "" if size == h.file_size else f" (the header declares {_human(h.file_size)})"
         print(f"{path}: {info['format']} {h.dtype.name} {shape} [{shape_labels(h.shape)}]")
         print(f"  elements {h.total_elements}, payload {_human(h.payload_size)}, "
-              f"file {_human(h.file_size)}, device {h.device}"
+              f"file {_human(size)}{declared}, device {h.device}"
               + ("" if h.cpp_readable else ", not readable by C++"))  # fmt: skip
     if args.json:
-        print(json.dumps(rows if len(rows) != 1 else rows[0], indent=2))
+        print(json.dumps(rows, indent=2))
     return status
+
+
+def _size_problem(h: Header, size: int) -> str:
+    """What is wrong with a file of ``size`` bytes under header ``h`` ('' if nothing)."""
+    if size < h.file_size:
+        return (f"truncated: the header declares {h.file_size} bytes but the file has "
+                f"{size}; was it fully written?")  # fmt: skip
+    if size > h.file_size:
+        return (f"{size - h.file_size} trailing byte(s): the header declares {h.file_size} "
+                f"bytes but the file has {size}")  # fmt: skip
+    return ""
 
 
 def _verdict_line(path: str, r: Report, cpp: bool) -> tuple[bool, str]:
@@ -155,6 +178,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         except OSError as exc:
             _error(path, exc)
             status = EXIT_INVALID
+            reports.append({"path": path, "valid": False, "error": _text(path, exc)})
             continue
         good, line = _verdict_line(path, r, args.cpp)
         if not good:
@@ -166,29 +190,46 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         else:
             print(line)
     if args.json:
-        print(json.dumps(reports if len(reports) != 1 else reports[0], indent=2))
+        print(json.dumps(reports, indent=2))
     return status
 
 
-def _npy_shape(path: str) -> tuple[int, ...]:
+def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype a ``.npy`` header declares."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
-            shape, _, _ = np.lib.format.read_array_header_1_0(f)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
         else:
-            shape, _, _ = np.lib.format.read_array_header_2_0(f)
-    return tuple(shape)
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    return tuple(shape), dtype
 
 
-def _read_npy(src: str) -> Any:
-    if 0 in _npy_shape(src):  # NumPy cannot map an empty array
-        return np.load(src, allow_pickle=False)
-    return np.load(src, mmap_mode="r", allow_pickle=False)
+_BAD_CONTENT = (ValueError, OverflowError, TypeError, MemoryError, EOFError)
+"""What NumPy raises for a ``.npy`` file it cannot read (besides OSError)."""
+
+
+def _read_npy(src: str) -> npt.NDArray[Any]:
+    with _io._open_fd(src):  # refuses a FIFO or device before NumPy blocks on it
+        pass
+    shape, dtype = _npy_header(src)
+    if dtype.hasobject:
+        raise _ConvertError(f"object arrays are not supported (dtype {dtype}): TSR holds "
+                            "numbers only; save a numeric array")  # fmt: skip
+    mode: Literal["r"] | None = None if 0 in shape else "r"  # NumPy cannot map empty arrays
+    arr: npt.NDArray[Any] = np.load(src, mmap_mode=mode, allow_pickle=False)
+    return arr
+
+
+class _ConvertError(Exception):
+    """A file ``convert`` cannot read, for a reason of its own."""
 
 
 def _read_npz(src: str) -> list[Any]:
     """The arrays of an .npz in order: ``arr_0, arr_1, ...`` by number (as ``np.savez``
     names positional arrays), other names after them in file order."""
+    with _io._open_fd(src):  # refuses a FIFO or device before NumPy blocks on it
+        pass
     with np.load(src, allow_pickle=False) as z:
         names = list(z.files)
 
@@ -222,13 +263,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     compression: Compression = "zlib" if args.zlib else None
-    try:
+    try:  # reading: errors name the input
         if kinds[0] == ".npy":
             arrays = [_read_npy(src)]
         elif kinds[0] == ".npz":
             arrays = _read_npz(src)
         else:
             arrays = _api.load_all(src, reserved_dtypes=args.reserved_dtypes)
+    except (TSRError, OSError, _ConvertError, *_BAD_CONTENT) as exc:
+        _error(src, exc)
+        return EXIT_INVALID
+    try:  # writing: system errors name the output, what it cannot hold the input
         if kinds[1] != ".tsr":
             if kinds[1] == ".npy" and len(arrays) != 1:
                 raise BadArgumentError(
@@ -244,7 +289,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                       reserved_dtypes=args.reserved_dtypes, fsync=args.fsync)  # fmt: skip
         else:
             _api.save_all(dst, arrays, format=fmt, compression=compression, fsync=args.fsync)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        _error(dst, exc)
+        return EXIT_INVALID
+    except (TSRError, *_BAD_CONTENT) as exc:
         _error(src, exc)
         return EXIT_INVALID
     return EXIT_OK
@@ -267,9 +315,48 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _error(path: str, exc: BaseException) -> None:
-    text = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
-    print(f"tsr: {path}: {text}", file=sys.stderr)
+_HINTS = {
+    errno.ENOENT: "check the path (does its directory exist?)",
+    errno.EACCES: "check the file's and its directory's permissions",
+    errno.EPERM: "check the file's and its directory's permissions",
+    errno.ENOSPC: "free some space on that filesystem",
+    errno.EISDIR: "give a file name, not a directory",
+    errno.ENOTDIR: "a part of the path is not a directory",
+    errno.EROFS: "the filesystem is read-only",
+}
+
+
+def _text(path: str, exc: BaseException | str) -> str:
+    """One line about ``exc``: the system's words and a fix for OSError, the message of
+    the others, in the CLI's terms (flags, not keyword arguments), without the path."""
+    if isinstance(exc, str):
+        text = exc
+    elif isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+        hint = _HINTS.get(exc.errno or 0)
+        if hint:
+            text += f" ({hint})"
+    else:
+        text = str(exc) or type(exc).__name__
+    text = text.replace("reserved_dtypes=True", "--reserved-dtypes")
+    for prefix in (f"{path}: ", f"{path!r}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    return " ".join(text.split())  # one line
+
+
+def _error(path: str, exc: BaseException | str) -> None:
+    print(f"tsr: {path}: {_text(path, exc)}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     dump = sub.add_parser("dump", help="print the values (summarised like NumPy)")
     dump.add_argument("file", metavar="FILE")
     dump.add_argument("--full", action="store_true", help="print every value")
-    dump.add_argument("--edge", type=int, default=3, help="items shown at each edge (3)")
+    dump.add_argument("--edge", type=_positive_int, default=3,
+                      help="items shown at each edge, >= 1 (3)")  # fmt: skip
     dump.set_defaults(run=_cmd_dump)
     return p
 
@@ -331,6 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:  # a bug of ours: still one line, never a traceback
+        print(f"tsr: {args.command}: internal error: {type(exc).__name__}: {_text('', exc)}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INVALID
     return status
 
 

@@ -157,7 +157,11 @@ def validate(source: Source, *, strict: bool = True) -> Report:
     that no C++ build reads. Reads the 64 header bytes and the file size only.
     Errors of the operating system (a missing file) are raised as usual.
     """
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    if isinstance(source, (str, bytes, os.PathLike)):
+        name: str | None = os.fsdecode(source)
+    else:  # an open file: its name when it has one
+        given = getattr(source, "name", None)
+        name = given if isinstance(given, str) else None
     try:
         with _open_fd(source) as (fd, size):
             head = os.pread(fd, HEADER_SIZE, 0)

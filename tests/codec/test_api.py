@@ -365,9 +365,9 @@ def test_big_copies_are_read_in_parallel_parts_exactly(
     step = [0]
     real = _io._pread_exact
 
-    def spy(fd: int, view: memoryview, offset: int) -> None:
+    def spy(fd: int, view: memoryview, offset: int, file_end: int) -> None:
         step[0] = max(step[0], len(view))
-        real(fd, view, offset)
+        real(fd, view, offset, file_end)
 
     monkeypatch.setattr(_io, "_pread_exact", spy)
     arr = np.random.default_rng(count).integers(-(2**31), 2**31, count, dtype=np.int32)

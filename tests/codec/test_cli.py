@@ -79,7 +79,7 @@ def test_validate_cpp(capsys: pytest.CaptureFixture[str]) -> None:
 def test_validate_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", "--json", str(LEADING))
     assert code == 1
-    report = json.loads(out)
+    (report,) = json.loads(out)  # always an array, one element per file
     assert report["ok"] is False and report["valid"] is False
     finding = report["findings"][0]
     assert finding == {
@@ -132,7 +132,8 @@ def test_convert_refuses_unsupported_dtype(
 ) -> None:
     np.save(tmp_path / "d.npy", np.zeros(3))
     code, _, err = run(capsys, "convert", str(tmp_path / "d.npy"), str(tmp_path / "d.tsr"))
-    assert code == 1 and "float64" in err and "reserved_dtypes" in err
+    assert code == 1 and "float64" in err and "pass --reserved-dtypes" in err
+    assert "reserved_dtypes=True" not in err  # the CLI's terms, not the API's
     assert not (tmp_path / "d.tsr").exists()
     code, _, _ = run(
         capsys, "convert", "--reserved-dtypes", str(tmp_path / "d.npy"), str(tmp_path / "d.tsr")
