@@ -8,9 +8,10 @@ The reader runs its checks in this order, in wrapping int64 arithmetic: file too
 magic, version, dtype (1, 2, 3), ndim (0..4), element count (product of all four dims),
 negative dims, exact file size (64 + total_elements * element_size). Then it builds a
 ``Shape`` from the last ``ndim`` dims (``Shape(0)`` silently becomes a scalar; a zero or
-negative dim otherwise throws), allocates ``numel * element_size`` bytes (wrapping; zero
-throws "Cannot allocate zero bytes") and reads that many bytes from offset 64 (a short read
-throws).
+negative dim otherwise throws, and so does a running int64 product of its dims above
+``INT64_MAX / 1000``: "Shape dimensions are too large"), allocates
+``numel * element_size`` bytes (wrapping; zero throws "Cannot allocate zero bytes") and
+reads that many bytes from offset 64 (a short read throws).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ HEADER_SIZE = 64
 _LAYOUT = struct.Struct("<4siiiii4iqqq")
 _ITEMSIZE = {1: 4, 2: 1, 3: 4}
 _U64 = 1 << 64
+SHAPE_PRODUCT_MAX = (2**63 - 1) // 1000  # Shape::validate_dims, after each dim
 
 
 def wrap64(value: int) -> int:
@@ -83,6 +85,8 @@ def import_tensor(head: bytes, file_size: int) -> CppResult:
     numel = 1
     for d in logical:
         numel = wrap64(numel * d)
+        if numel > SHAPE_PRODUCT_MAX:
+            return CppResult(False, "allocation")  # "Shape dimensions are too large"
     nbytes = wrap64(numel * itemsize)
     if nbytes == 0:
         return CppResult(False, "allocation")  # "Cannot allocate zero bytes"

@@ -103,6 +103,12 @@ def vectors() -> list[Vector]:
          "ndim 1, 68 bytes: C++ accepts a (1,) tensor", _mutate(
              base, body[:4], ndim=1, dims=(2743, 5295463, 952469857, 1),
              total_elements=-(2**62) + 1)),
+        ("cpp_shape_too_large", "dims 2147418113,429509837,5,1 (product wraps to 2^62+1), "
+         "ndim 4, 68 bytes: passes every C++ header check, then Shape refuses the dims",
+         _mutate(base, body[:4], ndim=4, dims=(2147418113, 429509837, 5, 1),
+                 total_elements=2**62 + 1)),
+        ("negative_dims_first_named", "dims 1,1,-2,-5 total 10: C++ names index 2, not the "
+         "smallest", _mutate(base, body[:40], dims=(1, 1, -2, -5), total_elements=10)),
         ("leading_dim_2", "ndim 2, dims 2,1,3,4, total 24: C++ reads a (3,4) tensor",
          _mutate(base, body + body, dims=(2, 1, 3, 4), total_elements=24)),
         ("ndim_0_dims_3x4", "ndim 0 with dims 1,1,3,4: C++ reads a scalar", _mutate(base, ndim=0)),

@@ -296,6 +296,7 @@ def save(
         _io.save(path, array, dtype=dtype, fsync=fsync, reserved_dtypes=reserved_dtypes,
                  follow_symlinks=follow_symlinks)  # fmt: skip
         return
+    _io.refuse_masked(array)
     arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
     _blocks.write_encoded(path, gen.encode([arr], compression), fsync=fsync,
                           follow_symlinks=follow_symlinks)  # fmt: skip
@@ -313,6 +314,8 @@ def save_all(
     """Write several arrays to one file (TSR4; v1 and TSR3 take exactly one), atomically
     (paths, links, modes and errors as for :func:`save`)."""
     gen = _formats.by_name(format)
+    for a in arrays:
+        _io.refuse_masked(a)
     arrs = [np.asarray(a) for a in arrays]
     _blocks.write_encoded(path, gen.encode(arrs, compression), fsync=fsync,
                           follow_symlinks=follow_symlinks)  # fmt: skip

@@ -301,9 +301,24 @@ def _prepare(
     array: npt.ArrayLike, dtype: npt.DTypeLike | None, reserved_dtypes: bool
 ) -> tuple[npt.NDArray[Any], bytes]:
     """The array to write and its header."""
+    refuse_masked(array)
     arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
     dt = dtypes.from_numpy(arr.dtype, reserved_dtypes=reserved_dtypes)
     return arr, header.encode(arr.shape, dt)
+
+
+def refuse_masked(array: object) -> None:
+    """Raise :class:`BadArgumentError` for a masked array: its mask cannot be stored, and
+    ``numpy.asarray`` would drop it silently (``numpy.save`` refuses them too)."""
+    ma = sys.modules.get("numpy.ma")  # a masked array exists only once numpy.ma is loaded
+    if ma is not None and isinstance(array, ma.MaskedArray):
+        raise BadArgumentError(
+            "a masked array cannot be stored: TSR has no mask; save array.filled(value) "
+            "for the data, and the mask (numpy.ma.getmaskarray) separately if needed",
+            field="array",
+            found="numpy.ma.MaskedArray",
+            expected="a plain array",
+        )
 
 
 def _payload_chunks(arr: npt.NDArray[Any]) -> Iterator[memoryview]:

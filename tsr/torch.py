@@ -19,7 +19,7 @@ import torch
 from . import _api, _blocks, _formats, _io, dtypes, header
 from ._io import PathLike, Source
 from ._model import BF16_BITS, Compression
-from .errors import UnsupportedDTypeError
+from .errors import BadArgumentError, UnsupportedDTypeError
 
 __all__ = ["load", "load_all", "save", "save_all"]
 
@@ -36,6 +36,16 @@ _TORCH_TO_TSR: dict[torch.dtype, dtypes.DType] = {
 
 
 def _host(tensor: torch.Tensor) -> tuple[dtypes.DType, npt.NDArray[Any]]:
+    if not isinstance(tensor, torch.Tensor):
+        kind = type(tensor)
+        raise BadArgumentError(
+            f"expected a torch.Tensor, got {kind.__module__}.{kind.__qualname__}: "
+            "tsr.torch saves tensors; use tsr.save for NumPy arrays, lists and other "
+            "array-likes (or torch.as_tensor(x) first)",
+            field="tensor",
+            found=f"{kind.__module__}.{kind.__qualname__}",
+            expected="torch.Tensor",
+        )
     dt = _TORCH_TO_TSR.get(tensor.dtype)
     if dt is None:
         raise UnsupportedDTypeError(

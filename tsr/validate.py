@@ -50,7 +50,8 @@ class CppVerdict:
     ``check`` names the first of its checks that fails: ``file_too_small``, ``magic``,
     ``version``, ``dtype``, ``ndim``, ``element_count``, ``dimension``, ``file_size``, or
     ``allocation`` (it passes the header checks but cannot build the tensor: a zero dim,
-    zero or negative elements, or an impossible size). None when it accepts.
+    dims too large for ``Shape`` (a running product above ``INT64_MAX / 1000``), zero or
+    negative elements, or an impossible size). None when it accepts.
     """
 
     accepts: bool
@@ -211,6 +212,8 @@ def _report(head: bytes, size: int, *, strict: bool, path: str | None) -> Report
 
 
 _INT64 = 1 << 64
+_SHAPE_PRODUCT_MAX = ((1 << 63) - 1) // 1000
+"""The C++ ``Shape`` refuses dims whose running product exceeds ``INT64_MAX / 1000``."""
 
 
 def _wrap_int64(value: int) -> int:
@@ -258,8 +261,11 @@ def cpp_verdict(head: bytes, file_size: int) -> CppVerdict:
             f"Element count mismatch. Header claims {h.total_elements} "
             f"but dimensions suggest {product}",
         )
-    if any(d < 0 for d in h.dims):
-        return CppVerdict(False, "dimension", f"Invalid dimension value: {min(h.dims)}")
+    for i, d in enumerate(h.dims):
+        if d < 0:  # the first one, as C++ names it
+            return CppVerdict(
+                False, "dimension", f"Invalid dimension value at index {i}: {d}"
+            )
     expected = (HEADER_SIZE + h.total_elements * dt.itemsize) % _INT64
     if file_size != expected:
         return CppVerdict(
@@ -275,9 +281,18 @@ def cpp_verdict(head: bytes, file_size: int) -> CppVerdict:
         return CppVerdict(
             False, "allocation", "Shape rejects a zero dimension: no C++ build reads empty tensors"
         )
+    # Shape::validate_dims: after each dim, the running int64 product must stay at most
+    # INT64_MAX / 1000 (checked after the multiplication, which may itself wrap).
     numel = 1
     for d in shape:
         numel = _wrap_int64(numel * d)
+        if numel > _SHAPE_PRODUCT_MAX:
+            return CppVerdict(
+                False,
+                "allocation",
+                f"Shape dimensions are too large: the running product of shape {shape} "
+                f"reaches {numel}, above INT64_MAX / 1000 = {_SHAPE_PRODUCT_MAX}",
+            )
     nbytes = _wrap_int64(numel * dt.itemsize)
     available = file_size - HEADER_SIZE
     if nbytes == 0:

@@ -38,9 +38,10 @@ def header(**fields: Any) -> bytes:
         # 2^63 wraps to -2^63; times 4 wraps to 0, so a 64-byte file passes the size check
         ({"ndim": 4, "dims": (65536, 65536, 65536, 32768), "total_elements": -(2**63)}, 64,
          "allocation", "zero"),
-        # 2^62 elements x 4 bytes = 2^64 wraps to 0: size check passes, nothing to allocate
+        # 2^62 elements x 4 bytes = 2^64 wraps to 0: the size check passes, then Shape
+        # refuses dims whose running product (2^62) passes INT64_MAX / 1000
         ({"ndim": 4, "dims": (65536, 65536, 65536, 16384), "total_elements": 2**62}, 64,
-         "allocation", "zero bytes"),
+         "allocation", "Shape dimensions are too large"),
         # the shape needs 12 elements, the file holds 0 (total wraps to 0 via a leading dim)
         ({"ndim": 2, "dims": (2**16, 2**16, 3, 4), "total_elements": 12 * 2**32 % 2**64}, 64,
          "file_size", "Expected"),

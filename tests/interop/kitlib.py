@@ -195,6 +195,7 @@ _CHECK_KEYS = (
     ("Cannot allocate zero bytes", "allocation"),
     ("Failed to read complete tensor data", "allocation"),
     ("[Shape] Dimension must be positive", "allocation"),
+    ("[Shape] Shape dimensions are too large", "allocation"),
     ("Memory allocation failed", "allocation"),
 )
 

@@ -123,6 +123,10 @@ CASES: list[Case] = [
        "allocation"),
     _c("wrap_size_total_minus_2p62", header(ndim=4, dims=(W, W, W, 49152), total=-(2**62)),
        "allocation"),
+    # the count wraps to 2**62+1 and the size check to 68 bytes, but Shape refuses dims
+    # whose running product passes INT64_MAX / 1000 (issue 14)
+    _c("shape_dims_too_large", header(ndim=4, dims=(2147418113, 429509837, 5, 1),
+       total=2**62 + 1) + payload(4), "allocation"),
     _c("wrap_65536x65536_total_2p32", header(dims=(1, 1, W, W), total=2**32) + payload(48),
        "file_size"),
     # accepted quirks: not checked by C++

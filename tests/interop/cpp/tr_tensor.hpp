@@ -148,6 +148,15 @@ class Shape {
         throw TRException("[Shape] Dimension must be positive, got (" + s + ")");
       }
     }
+    // The framework's Shape::validate_dims: the running product, after each dim, must
+    // not exceed INT64_MAX / 1000.
+    std::int64_t product = 1;
+    for (std::int32_t d : dims) {
+      product = wrap_mul(product, d);
+      if (product > INT64_MAX / 1000) {
+        throw TRException("[Shape] Shape dimensions are too large");
+      }
+    }
   }
 
   std::int32_t dims_[4] = {1, 1, 1, 1};
