@@ -147,7 +147,7 @@ def test_an_unexpected_error_is_still_one_line(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr(_io, "read", boom)
+    monkeypatch.setattr(np, "array2string", boom)  # a failure no handler expects
     code, _, err = run(capsys, "dump", str(GOOD))
     assert code == 1 and err == "tsr: dump: internal error: RuntimeError: something broke\n"
 
