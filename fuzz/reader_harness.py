@@ -294,8 +294,16 @@ def write_input(data: bytes) -> str:
     return path
 
 
+_OTHER_MAGICS = (b"TSR3", b"TSR4")
+
+
 def check_bytes(data: bytes, *, files: bool = True, torch_too: bool = True) -> None:
-    """Every oracle on one input (see the module docstring)."""
+    """Every oracle on one input (see the module docstring), judged as TSR v1: an input
+    that starts with a later generation's magic (which ``tsr.load`` and ``tsr.validate``
+    would read as that generation, and ``from_bytes``, v1 only, would not) gets v1's
+    magic instead; those generations have their own harnesses."""
+    if data[:4] in _OTHER_MAGICS:
+        data = b"TSR!" + data[4:]
     n = len(data)
     decoded = attempt(tsr_header.decode_raw, data[:HEADER_SIZE])
     h: tsr_header.Header | None = None
@@ -451,15 +459,8 @@ def check_torch(
             require(raw == data[HEADER_SIZE:], "torch payload bytes differ")
 
 
-_OTHER_MAGICS = (b"TSR3", b"TSR4")
-
-
 def TestOneInput(data: bytes) -> None:
-    """The atheris entry point. Every input is judged as TSR v1: one that starts with a
-    later generation's magic (which ``tsr.load`` would read as that generation, and
-    ``from_bytes``, v1 only, would not) gets v1's; those have their own harnesses."""
-    if data[:4] in _OTHER_MAGICS:
-        data = b"TSR!" + data[4:]
+    """The atheris entry point: :func:`check_bytes`."""
     check_bytes(data)
 
 
