@@ -167,9 +167,11 @@ def test_poll_schedule_is_fast_while_active_and_backs_off_when_idle(sdir: Sessio
         assert w.interval_s(now + waiting.ACTIVE_HOLD_S - 0.01) == waiting.ACTIVE_MIN_S
         assert w.interval_s(now + waiting.ACTIVE_HOLD_S + 5) == pytest.approx(0.5, abs=0.01)
         assert w.interval_s(now + 3600) == waiting.IDLE_MAX_S
-        w._probe_s = 0.001  # a probe of 1 ms (a far NFS server): 20 ms between probes
+        w._costs.extend([0.001] * 8)  # probes of 1 ms (a far NFS server): 20 ms apart
         assert w.interval_s(now) == pytest.approx(0.001 / waiting.PROBE_SHARE)
-        w._probe_s = 1.0
+        w._costs.append(0.5)  # one probe preempted on a busy machine: not the filesystem
+        assert w.interval_s(now) == pytest.approx(0.001 / waiting.PROBE_SHARE)
+        w._costs.extend([1.0] * 16)
         assert w.interval_s(now) == waiting.ACTIVE_MAX_S
     finally:
         stop.close()

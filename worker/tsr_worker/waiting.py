@@ -37,6 +37,7 @@ import select
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -417,7 +418,7 @@ class PollWaiter(_Base):
         super().__init__(session, stop, client)
         self._last_activity = time.monotonic()
         self._last_slow = float("-inf")
-        self._probe_s = 0.0  # smoothed cost of one probe round
+        self._costs: deque[float] = deque(maxlen=16)  # the last probe rounds' durations
         self._seen: dict[str, tuple[int, ...] | None] = {}
 
     def activity(self) -> None:
@@ -427,7 +428,10 @@ class PollWaiter(_Base):
     def interval_s(self, now: float | None = None) -> float:
         """How long the next wait sleeps (the schedule of the module docstring)."""
         now = time.monotonic() if now is None else now
-        active = min(ACTIVE_MAX_S, max(ACTIVE_MIN_S, self._probe_s / PROBE_SHARE))
+        # the fastest recent probe: a probe preempted on a busy machine took longer than
+        # the filesystem makes it, and a slow (far) filesystem is slow every time
+        cost = min(self._costs, default=0.0)
+        active = min(ACTIVE_MAX_S, max(ACTIVE_MIN_S, cost / PROBE_SHARE))
         idle = now - self._last_activity - ACTIVE_HOLD_S
         if idle <= 0:
             return active
@@ -456,8 +460,7 @@ class PollWaiter(_Base):
             return wake
         started = time.perf_counter()
         names = {n for n in _FAST_NAMES if self._probe(n)}
-        cost = time.perf_counter() - started
-        self._probe_s = cost if not self._probe_s else 0.8 * self._probe_s + 0.2 * cost
+        self._costs.append(time.perf_counter() - started)
         now = time.monotonic()
         if now - self._last_slow >= SLOW_CHECK_S:
             self._last_slow = now

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import commands as _builtins  # noqa: F401  (registers the built-in commands)
 from . import fstype, protocol
@@ -454,7 +454,6 @@ class Worker:
         import tsr
         import tsr.torch
 
-        limit = self.config.limits.max_input_bytes
         loaded: dict[str, torch.Tensor] = {}
         opened: list[tuple[str, os.stat_result]] = []
         try:
@@ -475,13 +474,7 @@ class Worker:
                         ErrorCode.INVALID_INPUT, f"cannot open {name}: {exc.strerror}"
                     ) from None
                 with f:
-                    st = os.fstat(f.fileno())
-                    opened.append((name, st))
-                    if st.st_size > limit:
-                        raise ProtocolError(
-                            ErrorCode.INPUT_TOO_LARGE,
-                            f"{name} has {st.st_size} bytes, the limit is {limit}",
-                        )
+                    self._check_input_size(name, f, opened)
                     try:  # the codec checks the header against the file's size first
                         loaded[tag] = tsr.torch.load(f, mmap=False)
                     except tsr.TruncatedError as exc:
@@ -496,6 +489,18 @@ class Worker:
             for name, seen in opened:
                 self._dir.unlink(name, expect=seen)
         return [loaded[t] for t in tags]
+
+    def _check_input_size(
+        self, name: str, f: BinaryIO, opened: list[tuple[str, os.stat_result]]
+    ) -> None:
+        """Note the open input (removed afterwards); refuse it over the size limit."""
+        st = os.fstat(f.fileno())
+        opened.append((name, st))
+        limit = self.config.limits.max_input_bytes
+        if st.st_size > limit:
+            raise ProtocolError(
+                ErrorCode.INPUT_TOO_LARGE, f"{name} has {st.st_size} bytes, the limit is {limit}"
+            )
 
     def _recheck_short_input(
         self, name: str, short: Exception, opened: list[tuple[str, os.stat_result]]
@@ -513,14 +518,7 @@ class Worker:
             while time.monotonic() < deadline and not _readable(self._stop.read_fd, 0.02):
                 try:
                     with self._dir.open_regular(name) as f:
-                        st = os.fstat(f.fileno())
-                        opened.append((name, st))
-                        limit = self.config.limits.max_input_bytes
-                        if st.st_size > limit:
-                            raise ProtocolError(
-                                ErrorCode.INPUT_TOO_LARGE,
-                                f"{name} has {st.st_size} bytes, the limit is {limit}",
-                            )
+                        self._check_input_size(name, f, opened)
                         return tsr.torch.load(f, mmap=False)
                 except tsr.TruncatedError as exc:
                     short = exc
