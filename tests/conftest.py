@@ -19,6 +19,17 @@ VECTORS = DATA / "vectors1"
 VECTORS3 = DATA / "vectors3"
 """Copy of ../shared/vectors3 (without python_session/): TSR3 files and malformed ones."""
 
+if os.environ.get("TSR_STRIP_PLATFORM") == "1":  # the stripped mode (tests/platform_strip)
+    _strip_dir = str(REPO / "tests" / "platform_strip")
+    if _strip_dir not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        raise pytest.UsageError(
+            "TSR_STRIP_PLATFORM=1 needs PYTHONPATH=tests/platform_strip, so that every "
+            "interpreter strips itself at start-up (scripts/test.sh does this)"
+        )
+    import tsr_strip_platform
+
+    assert tsr_strip_platform.STRIPPED, "sitecustomize did not strip this interpreter"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

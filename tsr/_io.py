@@ -32,6 +32,8 @@ try:
 except ImportError:  # no resource (Windows): replaced files are freed before returning
     _resource = None  # type: ignore[assignment]
 
+import tsr_platform
+
 from . import dtypes, header
 from .errors import BadArgumentError, TruncatedError
 from .header import HEADER_SIZE, Header
@@ -48,8 +50,7 @@ _MAX_IO = 1 << 30  # bytes per read/write call (Linux caps a call near 2 GiB)
 # ----------------------------------------------------------------------------- opening
 
 
-_OPEN_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-_OPEN_READ |= getattr(os, "O_BINARY", 0)
+_OPEN_READ = os.O_RDONLY | tsr_platform.O_CLOEXEC | tsr_platform.O_NONBLOCK | tsr_platform.O_BINARY
 
 
 class _open_fd:  # used like a function: ``with _open_fd(src) as (fd, size)``
@@ -122,7 +123,7 @@ def _pread_exact(fd: int, view: memoryview, offset: int, file_end: int) -> None:
     pos = 0
     total = len(view)
     while pos < total:
-        n = os.preadv(fd, [view[pos : pos + _MAX_IO]], offset + pos)
+        n = tsr_platform.pread_into(fd, view[pos : pos + _MAX_IO], offset + pos)
         if n == 0:
             raise TruncatedError(
                 f"the file ended after {offset + pos} bytes, but its header declares data up "
@@ -141,13 +142,11 @@ _PARALLEL_MAX_THREADS = 4
 
 def _read_threads(nbytes: int) -> int:
     """How many threads read ``nbytes`` into memory: one per 16 MiB part, at most one per
-    CPU this process may run on, at most 4."""
-    if nbytes < 2 * _PARALLEL_PART_BYTES:
+    CPU this process may run on, at most 4. One where there is no ``pread`` (Windows):
+    reads that move the file's position cannot share a descriptor."""
+    if nbytes < 2 * _PARALLEL_PART_BYTES or not tsr_platform.HAVE_PREADV:
         return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
+    cpus = tsr_platform.cpu_count()
     return max(1, min(cpus, _PARALLEL_MAX_THREADS, nbytes // _PARALLEL_PART_BYTES))
 
 
@@ -191,7 +190,7 @@ def _read_into(fd: int, view: memoryview, offset: int) -> None:
 
 
 def _read_checked_header(fd: int, size: int, *, strict: bool, reserved_dtypes: bool) -> Header:
-    head = os.pread(fd, HEADER_SIZE, 0)
+    head = tsr_platform.pread(fd, HEADER_SIZE, 0)
     h = header.decode_raw(head)
     header.check(h, size, strict=strict, reserved_dtypes=reserved_dtypes)
     return h
@@ -209,7 +208,7 @@ def read_header(source: Source, *, strict: bool = True, reserved_dtypes: bool = 
     Reserved dtype codes are accepted by default here since nothing is decoded.
     """
     with _open_fd(source) as (fd, _):
-        head = os.pread(fd, HEADER_SIZE, 0)
+        head = tsr_platform.pread(fd, HEADER_SIZE, 0)
     h = header.decode_raw(head)
     header.check(h, None, strict=strict, reserved_dtypes=reserved_dtypes)
     return h
@@ -411,8 +410,13 @@ def write_file(
             _write_all(fd, head)
             return
         # the header and the first chunk (the whole payload when its memory already is
-        # the file's byte order) in one call, without joining them in memory
-        done = os.writev(fd, (head, first[:_MAX_IO]))
+        # the file's byte order) in one call, without joining them in memory; two calls
+        # where there is no writev (Windows)
+        if sys.platform != "win32" and tsr_platform.HAVE_WRITEV:
+            done = os.writev(fd, (head, first[:_MAX_IO]))
+        else:
+            _write_all(fd, head)
+            done = len(head)
         if done < len(head):
             _write_all(fd, head[done:])
             done = len(head)
@@ -430,7 +434,7 @@ _FALLOC_FL_KEEP_SIZE = 1
 @functools.cache
 def _libc(name: str, *argtypes: Any) -> Any:
     """The Linux libc function ``name`` (returning int), or None elsewhere or if absent."""
-    if not sys.platform.startswith("linux"):
+    if not tsr_platform.LINUX_LIBC:
         return None
     fn = getattr(ctypes.CDLL(None, use_errno=True), name, None)  # the libc already loaded
     if fn is not None:
@@ -585,16 +589,9 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
 
 def _pid_alive(pid: int) -> bool:
     """Whether ``pid`` names a process in this PID namespace (only a hint: a process
-    in another container or on another host is invisible here)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    in another container or on another host is invisible here). Not ``os.kill(pid, 0)``
+    on Windows, where signal 0 is CTRL_C_EVENT: see :func:`tsr_platform.pid_alive`."""
+    return tsr_platform.pid_alive(pid)
 
 
 # Locks: the only platform-specific part of the temp protocol, in two small helpers.
@@ -734,14 +731,18 @@ def _atomic_write(
             if old is not None and _exchange(tmp, final):
                 _unlink_replaced(tmp, old, fd, directory)  # tmp now names the old file
             else:
-                os.replace(tmp, final)
+                if _fcntl is None:  # no lock to hold (Windows), and a file open here
+                    os.close(fd)  # cannot be renamed there: close it first
+                    fd = -1
+                tsr_platform.replace(tmp, final)  # retried while Windows says "in use"
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
     finally:
         _own_temps.discard(tmp)
-        os.close(fd)  # the lock goes last: until here the temp (if any) is live
+        if fd >= 0:
+            os.close(fd)  # the lock goes last: until here the temp (if any) is live
     if fsync:
         _fsync_dir(directory)
 
@@ -968,7 +969,7 @@ if hasattr(os, "register_at_fork"):
 
 def _fsync_dir(directory: str) -> None:
     try:
-        dfd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        dfd = os.open(directory or ".", os.O_RDONLY | tsr_platform.O_DIRECTORY)
     except OSError:
         return  # platforms without directory descriptors
     try:

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import tsr_platform
+
 from . import _schema, dtypes, header
 from ._io import Source, _open_fd, byte_view
 from .errors import BadArgumentError, TSRError
@@ -165,7 +167,7 @@ def validate(source: Source, *, strict: bool = True) -> Report:
         name = given if isinstance(given, str) else None
     try:
         with _open_fd(source) as (fd, size):
-            head = os.pread(fd, HEADER_SIZE, 0)
+            head = tsr_platform.pread(fd, HEADER_SIZE, 0)
     except BadArgumentError as exc:  # a directory, FIFO or device: not a TSR file
         finding = Finding(
             "file", 0, exc.found, exc.expected, "error", exc.message, type(exc).__name__

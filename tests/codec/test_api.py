@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 import tsr
+import tsr_platform
 from tsr import _io
 
 
@@ -171,6 +172,7 @@ def test_os_errors_are_not_wrapped(tmp_path: Path) -> None:
         tsr.save(tmp_path, np.zeros(1, np.float32))
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs (Windows, stripped mode)")
 def test_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.tsr"
     os.mkfifo(fifo)
@@ -339,23 +341,31 @@ def test_short_writes_still_write_the_whole_file(
 ) -> None:
     """A write call may take fewer bytes than offered (signals, pipes, quotas): the rest
     follows, wherever the cut falls (in the header, at its end, in the payload)."""
-    real_writev, real_write = os.writev, os.write
+    real_writev, real_write = getattr(os, "writev", None), os.write
 
     def writev(fd: int, buffers: tuple[bytes | memoryview, ...]) -> int:
         data = b"".join(bytes(b) for b in buffers)[:limit]
-        return real_writev(fd, [data])
+        assert real_writev is not None
+        return int(real_writev(fd, [data]))
 
     def write(fd: int, data: bytes | memoryview) -> int:
         return real_write(fd, bytes(data[:limit]))
 
     arr = np.arange(40, dtype=np.int32).reshape(4, 10)
-    monkeypatch.setattr(os, "writev", writev)
+    if real_writev is not None:  # no writev: Windows, stripped mode
+        monkeypatch.setattr(os, "writev", writev)
     monkeypatch.setattr(os, "write", write)
     for source in (arr, arr.T, arr.astype(">i4")):
         tsr.save(tmp_path / "x.tsr", source)
         assert (tmp_path / "x.tsr").read_bytes() == tsr.to_bytes(source)
 
 
+needs_preadv = pytest.mark.skipif(
+    not tsr_platform.HAVE_PREADV, reason="parallel reads need preadv (tests/codec/test_platform.py)"
+)
+
+
+@needs_preadv
 @pytest.mark.parametrize("count", [8192, 8193, 30_000, 65_536 * 3 + 7])
 def test_big_copies_are_read_in_parallel_parts_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
@@ -377,6 +387,7 @@ def test_big_copies_are_read_in_parallel_parts_exactly(
     assert _io._read_threads(arr.nbytes) == 4
 
 
+@needs_preadv
 def test_a_parallel_read_reports_the_first_short_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
