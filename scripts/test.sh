@@ -10,12 +10,14 @@ venv="$root/.venv/bin"
 echo "== ruff"; "$venv/ruff" check .
 echo "== mypy --strict"; "$venv/mypy"
 echo "== pytest"; "$venv/python" -m pytest "$@"
-# Windows and macOS (issue 10): type-checked as those platforms, and the codec's suite again
-# with the Linux-only features deleted from the interpreter (tests/platform_strip).
+# Windows and macOS (issue 10): type-checked as those platforms, and the codec's
+# and worker suites with the Linux-only features deleted from the interpreter
+# (tests/platform_strip).
 for platform in win32 darwin; do
     echo "== mypy --strict --platform $platform"
-    "$venv/mypy" --platform "$platform" --cache-dir ".mypy_cache/$platform" tsr tsr_platform
+    "$venv/mypy" --platform "$platform" --cache-dir ".mypy_cache/$platform" \
+        tsr tsr_platform worker/tsr_worker
 done
 echo "== pytest, stripped platform"
 TSR_STRIP_PLATFORM=1 PYTHONPATH="$root/tests/platform_strip" "$venv/python" -m pytest -q \
-    -p no:cacheprovider tests/codec "$@"
+    -p no:cacheprovider tests/codec tests/worker "$@"

@@ -21,7 +21,8 @@ VECTORS3 = DATA / "vectors3"
 
 if os.environ.get("TSR_STRIP_PLATFORM") == "1":  # the stripped mode (tests/platform_strip)
     _strip_dir = str(REPO / "tests" / "platform_strip")
-    if _strip_dir not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    _paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if _strip_dir not in {os.path.abspath(p) for p in _paths if p}:
         raise pytest.UsageError(
             "TSR_STRIP_PLATFORM=1 needs PYTHONPATH=tests/platform_strip, so that every "
             "interpreter strips itself at start-up (scripts/test.sh does this)"

@@ -23,7 +23,6 @@ header and trailer included) never inflates past ``1032 * c`` bytes (:data:`MAX_
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,8 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+import tsr_platform
 
 from .errors import CompressionError
 
@@ -311,10 +312,7 @@ def inflate(
 
 def threads() -> int:
     """Worker threads for the parallel helpers: the CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return tsr_platform.cpu_count()
 
 
 T = TypeVar("T")

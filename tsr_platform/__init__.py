@@ -37,10 +37,13 @@ __all__ = [
     "REPLACE_RETRY_S",
     "WINDOWS",
     "ReplaceBlockedError",
+    "close_process",
     "cpu_count",
+    "open_process",
     "pid_alive",
     "pread",
     "pread_into",
+    "process_exited",
     "replace",
 ]
 
@@ -222,3 +225,44 @@ def replace(src: str, dst: str, *, retry_s: float | None = None) -> None:
         "or drop the array, close the file there, or save under another name)",
         dst,
     ) from first
+
+
+# ----------------------------------------------------------------------------- process handles
+
+_SYNCHRONIZE = 0x00100000
+_WAIT_OBJECT_0 = 0
+
+
+def open_process(pid: int) -> int | None:
+    """A handle that waits on process ``pid`` (Windows: ``OpenProcess(SYNCHRONIZE)``, held
+    so that a reused pid cannot pass for it); ``None`` elsewhere or if it cannot be
+    opened. Check it with :func:`process_exited`, release it with :func:`close_process`."""
+    if sys.platform != "win32":
+        return None
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = ctypes.c_void_p
+    handle = kernel32.OpenProcess(_SYNCHRONIZE | _PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    return int(handle) if handle else None
+
+
+def process_exited(handle: int) -> bool:
+    """Whether the process of ``handle`` (from :func:`open_process`) has exited."""
+    if sys.platform != "win32":
+        raise OSError(errno.ENOSYS, "process handles are Windows only")
+    import ctypes
+
+    wait = ctypes.WinDLL("kernel32").WaitForSingleObject
+    wait.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    return bool(wait(handle, 0) == _WAIT_OBJECT_0)
+
+
+def close_process(handle: int) -> None:
+    """Release a handle from :func:`open_process`."""
+    if sys.platform == "win32":
+        import ctypes
+
+        close = ctypes.WinDLL("kernel32").CloseHandle
+        close.argtypes = [ctypes.c_void_p]
+        close(handle)

@@ -53,3 +53,17 @@ def sdir(shared: WorkerProc) -> Iterator[Path]:
     assert not (shared.dir / "request.json").exists()
     leftovers = sorted(p.name for p in shared.dir.iterdir() if p.name.startswith("."))
     assert leftovers == []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Cases of a worker run with ``--wait inotify`` are skipped where there is none
+    (macOS, Windows, the stripped mode)."""
+    from tsr_worker.waiting import inotify_available
+
+    if inotify_available():
+        return
+    skip = pytest.mark.skip(reason="no inotify here (the poll case of the test runs)")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("wait") == "inotify":
+            item.add_marker(skip)

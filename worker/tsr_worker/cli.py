@@ -14,7 +14,8 @@ The session directory is ``<WORKSPACE>/<layout>/tr_session_<SESSION_ID>`` (works
 ``--workspace``, else ``$TSR_WORKSPACE``, else ``./workspace``; session ``default``), or
 ``--session-dir``. This entry point is the only place of the worker that installs signal
 handlers (users' servers, :mod:`tsr_worker.compat`, install theirs in ``run``): SIGTERM,
-SIGINT and SIGHUP end the worker after the current request.
+SIGINT and SIGHUP (where they exist: Windows has no SIGHUP, and adds SIGBREAK) end the worker
+after the current request.
 
 The C++ client runs ``python3 "<script_path>" <session_id>``. ``--write-launcher PATH``
 writes such a script: run by any ``python3``, it re-executes the interpreter tsr is
@@ -36,6 +37,7 @@ from types import FrameType
 
 from . import protocol
 from .config import DEFAULT_IDLE_TIMEOUT_S, Limits, WorkerConfig, resolve_workspace, session_dir
+from .signals import SIGNALS
 
 __all__ = ["build_parser", "load_commands", "main", "write_launcher"]
 
@@ -190,6 +192,10 @@ if __name__ == "__main__":
         argv = [PYTHON, SERVER_SCRIPT] + sys.argv[1:]
     os.environ.update(ENVIRONMENT)
     try:
+        if os.name == "nt":  # Windows' execv neither quotes arguments nor replaces us
+            import subprocess
+
+            sys.exit(subprocess.call(argv))
         os.execv(PYTHON, argv)
     except OSError as exc:
         sys.stderr.write("tsr-worker launcher: cannot run %s: %s\\n" % (PYTHON, exc))
@@ -280,7 +286,7 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
         logging.getLogger("tsr_worker").info("signal %d: leaving after the current request", signum)
         worker.stop(ExitReason.SIGNAL)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in SIGNALS:  # those the platform has (no SIGHUP on Windows)
         signal.signal(sig, on_signal)
     try:
         worker.run()

@@ -174,6 +174,8 @@ def _mountinfo_type(fd: int, path: str, table: str | None = None) -> str | None:
         dev = os.fstat(fd).st_dev
     except OSError:
         return None
+    if sys.platform == "win32":  # no mount table there (nor os.major)
+        return None
     want = f"{os.major(dev)}:{os.minor(dev)}"
     by_point: tuple[int, str] | None = None
     real = os.path.realpath(path)

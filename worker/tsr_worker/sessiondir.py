@@ -6,6 +6,10 @@ followed, and renaming or replacing the directory's path cannot redirect a read,
 or a delete elsewhere. Paths handed to code that wants a path (the codec's atomic save)
 go through ``/proc/self/fd/<fd>/<name>``, which names the same open directory. Nothing
 here ever creates the directory again once it is gone.
+
+Where the platform has no ``dir_fd`` or ``O_NOFOLLOW`` (Windows), :meth:`SessionDir.open`
+returns a :class:`PathSessionDir`, which works by path and checks after each open that
+what it opened is what the name in the directory is (see there, with its residual race).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import os
 import stat
 from typing import BinaryIO
 
-__all__ = ["NotRegularFileError", "SessionDir", "TooLargeError", "identity"]
+import tsr_platform
+
+__all__ = ["NotRegularFileError", "PathSessionDir", "SessionDir", "TooLargeError", "identity"]
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -57,6 +63,8 @@ class SessionDir:
 
         The last component must be a real directory, not a symbolic link.
         """
+        if not tsr_platform.HAVE_DIR_FD:
+            return PathSessionDir.open_path(path, create=create)
         path = os.path.abspath(path)
         parent, name = os.path.split(path)
         if create:
@@ -218,3 +226,158 @@ def identity(st: os.stat_result) -> tuple[int, ...]:
     """What tells one file from another under the same name: inode numbers are reused at
     once, so type, modification and change times are part of it."""
     return (st.st_dev, st.st_ino, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)
+
+
+_REPARSE_POINT = 0x400  # FILE_ATTRIBUTE_REPARSE_POINT: symlinks and junctions (Windows)
+
+
+def _is_link(st: os.stat_result) -> bool:
+    """A symbolic link, or on Windows any reparse point (a junction too)."""
+    return stat.S_ISLNK(st.st_mode) or bool(getattr(st, "st_file_attributes", 0) & _REPARSE_POINT)
+
+
+class PathSessionDir(SessionDir):
+    """The session directory where files cannot be opened relative to a directory
+    descriptor (Windows): every operation goes by path, and is checked.
+
+    - The directory itself must be a real directory (no link, no junction) and stay the
+      one found at start-up (device and file number): checked before every write or
+      rename and after every open; a moved or replaced directory reads as gone.
+    - A file is opened by path, then the name is looked up with ``lstat`` in the
+      directory: a link or junction there, or a file other than the one opened (a link
+      swapped in or out while opening), is refused. Names are tags (no separators, no
+      ``..``), so no path leaves the directory.
+    - Temp files are created with ``O_CREAT | O_EXCL`` (never through an existing name,
+      link or not) and renamed with :func:`tsr_platform.replace`.
+
+    Residual race, which a descriptor-relative API would close: the directory's path is
+    checked, not held, so if another process with write access to the *parent* swaps the
+    directory for a link between the check and a write or rename, that one operation can
+    land in the link's target. Reads are checked after opening and cannot be redirected.
+    """
+
+    def __init__(self, path: str, st: os.stat_result) -> None:
+        self.path = path
+        self.fd = -1
+        self._parent_fd = None
+        self._dev_ino = (st.st_dev, st.st_ino)
+        self._proc = path
+
+    @classmethod
+    def open_path(cls, path: str, *, create: bool) -> PathSessionDir:
+        """The directory at ``path`` (created with mode 0700, parents as needed, if
+        ``create``); refused if it is a link or junction."""
+        path = os.path.abspath(path)
+        if create:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700)
+        st = os.lstat(path)
+        if _is_link(st):
+            raise NotRegularFileError(
+                errno.ELOOP, f"session directory {path} is a symbolic link; pass its target"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, f"session directory {path} is not a directory")
+        return cls(path, st)
+
+    def _check_dir(self) -> None:
+        """Raise ``FileNotFoundError`` unless the path still leads to the directory."""
+        if self.gone():
+            raise FileNotFoundError(
+                errno.ENOENT, f"session directory {self.path} was removed or replaced"
+            )
+
+    def _join(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def proc_path(self, name: str) -> str:
+        """The path of ``name`` in the directory (checked to be the directory first)."""
+        self._check_dir()
+        return self._join(name)
+
+    def lstat(self, name: str) -> os.stat_result | None:
+        """``lstat`` of ``name``, or ``None`` if it does not exist."""
+        try:
+            return os.lstat(self._join(name))
+        except FileNotFoundError:
+            return None
+
+    def present(self, name: str) -> bool:
+        """Whether ``name`` exists, asked afresh (an open; see :meth:`SessionDir.present`)."""
+        try:
+            fd = os.open(self._join(name), os.O_RDONLY | tsr_platform.O_BINARY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return self.exists(name)
+        os.close(fd)
+        return True
+
+    def gone(self) -> bool:
+        """True once the path no longer leads to the directory found at start-up."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return True
+        return _is_link(st) or (st.st_dev, st.st_ino) != self._dev_ino
+
+    def open_regular(self, name: str) -> BinaryIO:
+        """Open ``name`` for reading, then check it: regular, not a link, the very file
+        the name in the directory is."""
+        flags = os.O_RDONLY | tsr_platform.O_BINARY | tsr_platform.O_NOFOLLOW
+        try:
+            fd = os.open(self._join(name), flags | tsr_platform.O_NONBLOCK | tsr_platform.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW where there is one (macOS)
+                raise NotRegularFileError(exc.errno, f"{name} is a symbolic link") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            seen = os.lstat(self._join(name))
+            if _is_link(seen):
+                raise NotRegularFileError(errno.ELOOP, f"{name} is a symbolic link")
+            if (seen.st_dev, seen.st_ino) != (st.st_dev, st.st_ino):
+                raise NotRegularFileError(
+                    errno.ELOOP, f"{name} changed while being opened (a link swapped in?)"
+                )
+            self._check_dir()
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFileError(
+                    errno.EINVAL, f"{name} is not a regular file ({stat.filemode(st.st_mode)})"
+                )
+            return os.fdopen(fd, "rb", buffering=0)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def write_atomic(self, name: str, tmp_name: str, data: bytes) -> None:
+        """Write ``data`` to ``tmp_name`` (created afresh) and rename it over ``name``."""
+        self._check_dir()
+        tmp = self._join(tmp_name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | tsr_platform.O_BINARY
+        fd = os.open(tmp, flags | tsr_platform.O_NOFOLLOW | tsr_platform.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        self._check_dir()
+        tsr_platform.replace(tmp, self._join(name))
+
+    def unlink(self, name: str, *, expect: os.stat_result | None = None) -> bool:
+        """Remove ``name`` (see :meth:`SessionDir.unlink`)."""
+        try:
+            if expect is not None:
+                st = self.lstat(name)
+                if st is None or identity(st) != identity(expect):
+                    return False
+            if self.gone():
+                return False
+            os.unlink(self._join(name))
+        except OSError:
+            return False
+        return True

@@ -14,7 +14,9 @@ __all__ = ["SIGNALS", "signals_call"]
 log = logging.getLogger("tsr_worker")
 
 SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK")
+    if hasattr(signal, name)
 )
 
 

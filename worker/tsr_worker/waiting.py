@@ -34,6 +34,7 @@ import enum
 import errno
 import os
 import select
+import socket
 import struct
 import sys
 import time
@@ -41,6 +42,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import tsr_platform
 
 from . import protocol
 from .fstype import MOUNTINFO, FsType
@@ -112,25 +115,88 @@ class Waiter(Protocol):
         """Release descriptors."""
 
 
+_HAVE_POLL = sys.platform.startswith("linux") and hasattr(select, "poll")
+"""``poll`` on Linux; ``select`` elsewhere (Windows selects sockets only, and macOS's
+``poll`` is unreliable beyond sockets and pipes)."""
+
+
 class StopPipe:
-    """A self-pipe: :meth:`set` (thread- and signal-safe) makes the read end readable."""
+    """A self-pipe: :meth:`set` (thread- and signal-safe) makes the read end readable.
+
+    A pipe where the waiter polls; a socket pair where it selects (Windows can select
+    nothing but sockets)."""
 
     def __init__(self) -> None:
-        self.read_fd, self._write_fd = os.pipe()
-        for fd in (self.read_fd, self._write_fd):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
+        self._socks: tuple[socket.socket, socket.socket] | None = None
+        if sys.platform != "win32" and _HAVE_POLL and hasattr(os, "set_blocking"):
+            self.read_fd, self._write_fd = os.pipe()
+            for fd in (self.read_fd, self._write_fd):
+                os.set_blocking(fd, False)
+                os.set_inheritable(fd, False)
+            return
+        self._socks = socket.socketpair()
+        for sock in self._socks:
+            sock.setblocking(False)
+        self.read_fd, self._write_fd = self._socks[0].fileno(), self._socks[1].fileno()
 
     def set(self) -> None:
         """Wake the waiter (idempotent)."""
         with contextlib.suppress(OSError):  # full pipe: already set; closed: too late
-            os.write(self._write_fd, b"x")
+            if self._socks is None:
+                os.write(self._write_fd, b"x")
+            else:
+                self._socks[1].send(b"x")
+
+    def drain(self) -> None:
+        """Read what :meth:`set` wrote."""
+        with contextlib.suppress(OSError):
+            if self._socks is None:
+                os.read(self.read_fd, 4096)
+            else:
+                self._socks[0].recv(4096)
 
     def close(self) -> None:
         """Close both ends."""
+        if self._socks is not None:
+            for sock in self._socks:
+                sock.close()
+            return
         for fd in (self.read_fd, self._write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class _Poller:
+    """``select.poll`` for reading, or the same over ``select.select`` (see
+    :data:`_HAVE_POLL`)."""
+
+    def __init__(self) -> None:
+        self._poll: Any = None  # a select.poll object (a type Windows lacks)
+        if sys.platform != "win32" and _HAVE_POLL:
+            self._poll = select.poll()
+        self._fds: set[int] = set()
+        self._urgent: set[int] = set()
+
+    def register(self, fd: int, *, priority: bool = False) -> None:
+        """Watch ``fd`` for reading, or with ``priority`` for urgent data (``POLLPRI``:
+        a changed mount table)."""
+        if sys.platform != "win32" and self._poll is not None:
+            self._poll.register(fd, select.POLLPRI if priority else select.POLLIN)
+        (self._urgent if priority else self._fds).add(fd)
+
+    def unregister(self, fd: int) -> None:
+        if sys.platform != "win32" and self._poll is not None:
+            self._poll.unregister(fd)
+        self._fds.discard(fd)
+        self._urgent.discard(fd)
+
+    def poll(self, ms: int | None) -> list[int]:
+        """The registered descriptors readable within ``ms`` (``None``: no limit)."""
+        if sys.platform != "win32" and self._poll is not None:
+            return [fd for fd, _ in self._poll.poll(ms)]
+        timeout = None if ms is None else ms / 1000
+        ready, _, urgent = select.select(list(self._fds), [], list(self._urgent), timeout)
+        return ready + [fd for fd in urgent if fd not in ready]
 
 
 # ----------------------------------------------------------------------------- inotify
@@ -172,7 +238,7 @@ _libc: Any = None
 def _load_libc() -> Any:
     global _libc
     if _libc is None:
-        if not sys.platform.startswith("linux"):
+        if not tsr_platform.LINUX_LIBC:
             raise InotifyUnavailableError(errno.ENOSYS, "inotify is Linux only")
         lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         if not hasattr(lib, "inotify_init1"):
@@ -231,10 +297,10 @@ class _Base:
         self._session = session
         self._stop = stop
         self._client = client
-        self._poll = select.poll()
-        self._poll.register(stop.read_fd, select.POLLIN)
+        self._poll = _Poller()
+        self._poll.register(stop.read_fd)
         for fd in client.fds if client else ():
-            self._poll.register(fd, select.POLLIN)
+            self._poll.register(fd)
 
     def _cap_s(self, remaining_s: float | None) -> float | None:
         """Bound a sleep so that clients without a pidfd are checked now and then."""
@@ -245,10 +311,9 @@ class _Base:
     def _poll_once(self, timeout_s: float | None) -> tuple[Wake | None, list[int]]:
         """One ``poll``; a terminal :class:`Wake` (stop, client gone) or the other fds."""
         ms = None if timeout_s is None else max(0, int(timeout_s * 1000 + 0.999))
-        ready = [fd for fd, _ in self._poll.poll(ms)]
+        ready = self._poll.poll(ms)
         if self._stop.read_fd in ready:
-            with contextlib.suppress(OSError):
-                os.read(self._stop.read_fd, 4096)
+            self._stop.drain()
             return Wake(WakeKind.STOP), []
         if self._client is not None:
             for fd in ready:
@@ -296,10 +361,10 @@ class InotifyWaiter(_Base):
         except BaseException:
             os.close(fd)
             raise
-        self._poll.register(fd, select.POLLIN)
+        self._poll.register(fd)
         self._mounts = _open_mount_table()
         if self._mounts is not None:
-            self._poll.register(self._mounts, select.POLLPRI)
+            self._poll.register(self._mounts, priority=True)
 
     def wait(self, timeout_s: float | None) -> Wake:
         """Block until a watched name changes, a stop, the client's exit, the
