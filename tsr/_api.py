@@ -15,6 +15,8 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
+import tsr_platform
+
 from . import _blocks, _formats, _io, _zlib
 from . import validate as _validate
 from ._blocks import ReadMode
@@ -49,11 +51,11 @@ def _name(source: Source) -> str:
 
 
 def _read_at(fd: int) -> Any:
-    return lambda offset, n: os.pread(fd, n, offset)
+    return lambda offset, n: tsr_platform.pread(fd, n, offset)
 
 
 def _parse(fd: int, size: int, *, reserved_dtypes: bool) -> tuple[Any, bytes, Directory]:
-    head = os.pread(fd, _formats.HEAD_SIZE, 0)
+    head = tsr_platform.pread(fd, _formats.HEAD_SIZE, 0)
     gen = _formats.detect(head)
     d = gen.parse(head[: gen.head_size], size, _read_at(fd), reserved_dtypes=reserved_dtypes)
     return gen, head, d
@@ -81,7 +83,7 @@ def read_header(source: Source, *, strict: bool = True, reserved_dtypes: bool = 
     ``v1``/``v3``/``v4``), checked; no payload is read (v1: the file size is not checked
     either, see :func:`tsr._io.read_header`)."""
     with _io._open_fd(source) as (fd, size):
-        head = os.pread(fd, _formats.HEAD_SIZE, 0)
+        head = tsr_platform.pread(fd, _formats.HEAD_SIZE, 0)
         gen = _formats.detect(head)
         if gen.name == "v1":
             return _io.read_header(_fd_source(fd, _name(source)), strict=strict,
@@ -118,7 +120,7 @@ def load_one(source: Source, mode: ReadMode, *, strict: bool, verify: bool,
     """(the dtype's name, the array) of a single-tensor file; ``bf16_bits`` returns BF16
     as int16 bits (for front ends with their own bfloat16)."""
     with _io._open_fd(source) as (fd, size):
-        head = os.pread(fd, _formats.HEAD_SIZE, 0)
+        head = tsr_platform.pread(fd, _formats.HEAD_SIZE, 0)
         gen = _formats.detect(head)
         if gen.name == "v1":
             h, arr = _io.read(_fd_source(fd, _name(source)), mode, strict=strict,
@@ -343,7 +345,7 @@ def validate(source: Source, *, strict: bool = True, format: str | None = None) 
     forced = None if format is None else _formats.by_name(format)
     try:
         with _io._open_fd(source) as (fd, size):
-            head = os.pread(fd, _formats.HEAD_SIZE, 0)
+            head = tsr_platform.pread(fd, _formats.HEAD_SIZE, 0)
             gen = forced or _formats.detect(head)
             if gen.name == "v1":
                 return _validate.validate(_fd_source(fd, _name(source)), strict=strict)

@@ -16,13 +16,14 @@ file, so nothing here allocates more than the file can back.
 from __future__ import annotations
 
 import mmap as _mmap
-import os
 import zlib
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+import tsr_platform
 
 from . import _io, _zlib
 from ._model import Encoded, Problem, TensorInfo
@@ -109,7 +110,7 @@ def read_block(
 
 def _inflate(fd: int, info: TensorInfo) -> _zlib.Inflated:
     """Read and inflate tensor ``info``'s ZLIB block (its size checked by parse)."""
-    stream = os.pread(fd, info.stored_size, info.offset)
+    stream = tsr_platform.pread(fd, info.stored_size, info.offset)
     if len(stream) != info.stored_size:
         raise TruncatedError(
             f"tensor {info.index}: the file ended while reading its block; was it "
@@ -142,7 +143,7 @@ def check_block(fd: int, info: TensorInfo) -> list[Problem]:
             crc, found = 0, []
             for pos in range(0, info.nbytes, _CRC_STEP):
                 n = min(_CRC_STEP, info.nbytes - pos)
-                chunk = os.pread(fd, n, info.offset + pos)
+                chunk = tsr_platform.pread(fd, n, info.offset + pos)
                 if len(chunk) != n:
                     raise TruncatedError(
                         "the file ended while reading it", field="payload",

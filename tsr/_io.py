@@ -603,7 +603,7 @@ def _lock_temp(fd: int) -> bool | None:
     """Take the writer's exclusive lock on its new temp without waiting: True when
     taken, False when someone else holds one (a cleaner probing it), None when the
     filesystem or platform has no working locks."""
-    if _fcntl is None:
+    if sys.platform == "win32" or _fcntl is None:
         return None
     try:
         _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
@@ -620,7 +620,7 @@ def _probe_lock(fd: int) -> Literal["held", "taken", "unknown"]:
     """Try a shared lock on a temp (opened read-only): ``"held"`` when its writer holds
     its lock, ``"taken"`` when the probe got it (no writer holds it: the lock is kept
     until ``fd`` is closed), ``"unknown"`` when locks do not work there."""
-    if _fcntl is None:
+    if sys.platform == "win32" or _fcntl is None:
         return "unknown"
     try:
         _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
@@ -655,7 +655,7 @@ def _exchange(a: str, b: str) -> bool:
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _CREATE |= getattr(os, "O_BINARY", 0)
 _OPEN_PROBE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-_OPEN_PROBE |= getattr(os, "O_CLOEXEC", 0)
+_OPEN_PROBE |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 _MAX_LINKS = 40  # symlinks followed from the target, as Linux's own limit
 
 
@@ -829,6 +829,8 @@ def _temp_name(name: str, limit: int) -> str:
 
 
 def _name_max(directory: str) -> int:
+    if sys.platform == "win32":  # no pathconf: the longest name NTFS takes
+        return _NAME_MAX
     try:
         return int(os.pathconf(directory or ".", "PC_NAME_MAX"))
     except (OSError, ValueError, AttributeError):
@@ -840,7 +842,9 @@ def _copy_owner_and_mode(fd: int, old: os.stat_result) -> None:
     a file a group of theirs; only root may give it another owner), then its
     permission bits."""
     fchown = getattr(os, "fchown", None)
-    if fchown is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+    if sys.platform == "win32" or fchown is None:  # no owners to copy (Windows)
+        pass
+    elif (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
         mine = os.fstat(fd)
         if (mine.st_uid, mine.st_gid) != (old.st_uid, old.st_gid):
             try:
@@ -897,7 +901,9 @@ _BACKGROUND_FDS = 32
 def _may_free_later(old: os.stat_result, temp_fd: int, directory: str) -> bool:
     """Whether the replaced file may be freed off the caller's path: it is a regular
     file whose last name goes, there is room to spare, and descriptors to spare."""
-    if not stat.S_ISREG(old.st_mode) or old.st_nlink != 1 or _resource is None:
+    if sys.platform == "win32" or _resource is None:  # no rlimits nor statvfs (Windows)
+        return False
+    if not stat.S_ISREG(old.st_mode) or old.st_nlink != 1:
         return False
     soft, _ = _resource.getrlimit(_resource.RLIMIT_NOFILE)
     if soft != _resource.RLIM_INFINITY and temp_fd + _BACKGROUND_FDS > soft:

@@ -4,6 +4,7 @@ turned off here, and all of them at once by the stripped mode (``TSR_STRIP_PLATF
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -206,5 +207,32 @@ def test_load_without_mmap_leaves_no_map(tmp_path: Path) -> None:
 
 def test_files_are_opened_binary() -> None:
     """O_BINARY (Windows: no CR-LF translation) in every open flag set of the codec."""
-    for flags in (_io._OPEN_READ, _io._CREATE, _io._OPEN_OLD):
+    for flags in (_io._OPEN_READ, _io._CREATE, _io._OPEN_PROBE):
         assert flags & tsr_platform.O_BINARY == tsr_platform.O_BINARY
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_without_fcntl_the_temp_is_closed_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows has no ``fcntl`` (no temp locks) and cannot rename a file that is open: the
+    save closes its temp first, and still replaces the target atomically."""
+    monkeypatch.setattr(_io, "_fcntl", None)
+    monkeypatch.setattr(_io, "_resource", None)
+    monkeypatch.setattr(_io, "_exchange", lambda a, b: False)
+    tsr.save(tmp_path / "x.tsr", np.zeros(3, np.float32))
+    open_at_rename: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}") == os.fspath(src):
+                    open_at_rename.append(src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    tsr.save(tmp_path / "x.tsr", np.ones(3, np.float32))
+    assert not open_at_rename
+    assert tsr.load(tmp_path / "x.tsr").tolist() == [1, 1, 1]
+    assert os.listdir(tmp_path) == ["x.tsr"]

@@ -58,6 +58,10 @@ LIBC_NAMES = frozenset(
     {"inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
      "fallocate", "renameat2"}
 )  # fmt: skip
+MODULES: tuple[str, ...] = ()
+"""Modules whose import should fail. Not ``fcntl`` and ``resource``: the codec imports
+them under ``try`` (``mypy --platform win32`` checks every use is guarded), and the suite
+uses them as tools; tests/codec/test_platform.py runs the codec without them."""
 DIR_FD_FUNCTIONS = (
     "open", "stat", "lstat", "unlink", "remove", "rename", "replace", "mkdir", "rmdir",
     "access", "chmod", "chown", "utime", "readlink", "symlink", "link", "mknod",
@@ -140,6 +144,10 @@ def strip() -> None:
     os.supports_follow_symlinks = {os.stat}
     if "shutil" in sys.modules:  # decided at its import: use the path-based rmtree
         sys.modules["shutil"]._use_fd_functions = False  # type: ignore[attr-defined]
+
+    for name in MODULES:  # import fails, as on Windows
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
 
     import ctypes
 

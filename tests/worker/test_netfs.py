@@ -20,6 +20,8 @@ from tsr_worker.sessiondir import SessionDir
 from tsr_worker.waiting import PollWaiter, StopPipe, WakeKind, choose
 from tsr_worker.worker import ExitReason, Worker
 
+import tsr_platform
+
 from .worker_helpers import ask, wait_for
 
 NFS = FsType("nfs4", "network", 0x6969, "statfs+mountinfo")
@@ -38,7 +40,13 @@ def sdir(tmp_path: Path) -> Iterator[SessionDir]:
 # ----------------------------------------------------------------------------- detection
 
 
+needs_dir_fd = pytest.mark.skipif(
+    not tsr_platform.HAVE_DIR_FD, reason="detection reads the open directory's descriptor"
+)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="statfs/mountinfo: Linux")
+@needs_dir_fd
 def test_detect_names_the_test_directory_like_the_mount_table(sdir: SessionDir) -> None:
     found = detect(sdir.fd, sdir.path)
     assert found.how == "statfs+mountinfo" and found.magic is not None
@@ -46,6 +54,7 @@ def test_detect_names_the_test_directory_like_the_mount_table(sdir: SessionDir) 
     assert found.kind == "local" and found.events_trusted, found
 
 
+@needs_dir_fd
 def test_mountinfo_is_matched_by_device_then_by_longest_mount_point(
     sdir: SessionDir, tmp_path: Path
 ) -> None:

@@ -24,6 +24,8 @@ from tsr_worker.waiting import (
     inotify_available,
 )
 
+import tsr_platform
+
 from .worker_helpers import ctx_switches, read_status, send, spawn, wait_for
 
 needs_inotify = pytest.mark.skipif(not inotify_available(), reason="no inotify")
@@ -123,6 +125,8 @@ def test_upstream_poll_waiter_sleeps_the_backoff_and_honours_stop(sdir: SessionD
 
 @pytest.mark.parametrize("pidfd", [True, False])
 def test_process_watch(sdir: SessionDir, monkeypatch: pytest.MonkeyPatch, pidfd: bool) -> None:
+    if pidfd and not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfds here (the polling case runs)")
     if not pidfd:
         monkeypatch.delattr(os, "pidfd_open", raising=False)
         monkeypatch.setattr(procwatch, "FALLBACK_CHECK_S", 0.05)
@@ -165,6 +169,7 @@ def test_discover_client_rules() -> None:
     assert out.stdout.split() == [f"[{os.getpid()}]"]
 
 
+@pytest.mark.skipif(not tsr_platform.PROCFS, reason="finding the job's processes needs /proc")
 def test_discover_client_after_a_shell_launch_watches_the_job(tmp_path: Path) -> None:
     """Launched with ``sh -c '... &'`` from a process group leader (the C++ program started
     from a shell): the worker is re-parented and watches the leader's group."""
@@ -220,6 +225,9 @@ def test_upstream_like_polling_mode_does_wake_up(tmp_path: Path) -> None:
         w.kill()
 
 
+@pytest.mark.skipif(
+    os.environ.get("TSR_STRIP_PLATFORM") == "1", reason="the strip itself costs start-up time"
+)
 def test_start_up_to_running_is_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``running`` appears long before torch is imported (upstream: 1.2 s, importing torch)."""
     times = []
