@@ -75,7 +75,7 @@ def _mode(mmap: bool, writable: bool = False) -> ReadMode:
 def format_of(source: Source) -> FormatName:
     """The generation of a file, from its magic (``v1`` for an unknown one)."""
     with _io._open_fd(source) as (fd, _):
-        return _formats.detect(os.pread(fd, 4, 0)).name
+        return _formats.detect(tsr_platform.pread(fd, 4, 0)).name
 
 
 def read_header(source: Source, *, strict: bool = True, reserved_dtypes: bool = True) -> Any:

@@ -439,7 +439,7 @@ def _open_mount_table() -> int | None:
     mount table changes (a re-mount, or a mount over the session path). ``None`` where
     there is none."""
     try:
-        fd = os.open(MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(MOUNTINFO, os.O_RDONLY | tsr_platform.O_CLOEXEC)
     except OSError:
         return None
     _rearm(fd)
