@@ -190,7 +190,9 @@ def test_client_death_without_pidfd_or_proc(monkeypatch: pytest.MonkeyPatch) -> 
 def test_discovery_without_process_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows: no getpgrp; the parent is watched while it is alive."""
     monkeypatch.delattr(os, "getpgrp", raising=False)
-    assert procwatch.discover_client() == [os.getppid()]
+    parent = os.getpid()  # a live process (the test's real parent may be init)
+    monkeypatch.setattr(os, "getppid", lambda: parent)
+    assert procwatch.discover_client() == [parent]
     assert procwatch.discover_client(5) == [5] and procwatch.discover_client(0) == []
     monkeypatch.setattr(tsr_platform, "pid_alive", lambda pid: False)
     assert procwatch.discover_client() == []
