@@ -335,6 +335,9 @@ def test_a_save_leaves_at_most_one_descriptor_until_the_next_save(
     assert tsr.load(target)[-1] == 3
 
 
+@pytest.mark.skipif(
+    os.environ.get("TSR_STRIP_PLATFORM") == "1", reason="frees off the path after renameat2"
+)
 def test_the_next_save_waits_until_the_replaced_file_is_freed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
