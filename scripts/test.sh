@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-scripts/setup-venv.sh "dev,bench,fuzz"
+scripts/setup-venv.sh "dev,bench,fuzz,show"
 scripts/setup-fuse.sh  # bindfs for the FUSE tests, as root; they skip (saying why) without it
 venv="$root/.venv/bin"
 echo "== ruff"; "$venv/ruff" check .

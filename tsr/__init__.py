@@ -37,6 +37,7 @@ from .errors import (
 )
 from .header import HEADER_SIZE, Header
 from .validate import CppVerdict, Finding, Report
+from .verify import Comparison, Mismatch, Stats, compare, stats
 
 __version__ = "0.1.0"
 FORMAT_VERSION = 1
@@ -56,20 +57,24 @@ __all__ = [
     "BadFieldError",
     "BadMagicError",
     "ChecksumError",
+    "Comparison",
     "CompressionError",
     "CppVerdict",
     "DType",
     "Finding",
     "Header",
     "LayoutError",
+    "Mismatch",
     "Report",
     "SizeMismatchError",
+    "Stats",
     "TSRError",
     "TSRFile",
     "TensorInfo",
     "TruncatedError",
     "UnsupportedDTypeError",
     "UnsupportedVersionError",
+    "compare",
     "from_bytes",
     "load",
     "load_all",
@@ -77,6 +82,7 @@ __all__ = [
     "read_header",
     "save",
     "save_all",
+    "stats",
     "to_bytes",
     "validate",
 ]

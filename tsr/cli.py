@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -17,11 +18,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from . import _api, _formats, _io
+from . import _api, _formats, _io, _tensors
 from ._model import Compression, TensorInfo
 from .errors import BadArgumentError, TSRError
 from .header import DIM_LABELS, MAX_NDIM, Header
 from .validate import Report
+from .verify import Stats, compare, stats
 
 validate = _api.validate
 _FORMAT_NAMES = {"v1": "TSR v1", "v3": "TSR3", "v4": "TSR4"}
@@ -99,8 +101,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
             if _api.format_of(path) != "v1":
                 with _api.open(path, strict=False) as f:
                     row = _info_later(path, f, args.json)
+                found = _info_stats(path, row if row is not None else {}) if args.stats else None
+                status = status if found is not False else EXIT_INVALID
                 if row is not None:
                     rows.append(row)
+                else:
+                    _print_stats(found)
                 continue
             with _io._open_fd(path) as (fd, size):
                 h = _io.read_header(_api._fd_source(fd, path), strict=False)
@@ -117,6 +123,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             _error(path, problem)
             status = EXIT_INVALID
             info["error"] = problem
+        summary = _info_stats(path, info) if args.stats and not problem else None
+        status = status if summary is not False else EXIT_INVALID
         if args.json:
             rows.append(info)
             continue
@@ -126,6 +134,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  elements {h.total_elements}, payload {_human(h.payload_size)}, "
               f"file {_human(size)}{declared}, device {h.device}"
               + ("" if h.cpp_readable else ", not readable by C++"))  # fmt: skip
+        _print_stats(summary)
     if args.json:
         print(json.dumps(rows, indent=2))
     return status
@@ -359,6 +368,188 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# ----------------------------------------------------------------------------- verification
+
+_TENSOR_SUFFIXES = (".tsr", ".npy")
+
+
+def _g(x: float | None) -> str:
+    return "-" if x is None else f"{x:.8g}"
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN and infinities as the strings ``NaN``, ``Infinity``, ``-Infinity`` (JSON has none)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _tensor_files(root: str) -> dict[str, str]:
+    """The tensor files under ``root`` by name: relative path without .tsr/.npy."""
+    found: dict[str, str] = {}
+    for top, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            stem, ext = os.path.splitext(f)
+            if ext.lower() in _TENSOR_SUFFIXES:
+                full = os.path.join(top, f)
+                key = os.path.relpath(os.path.join(top, stem), root)
+                found[key] = full if key not in found else found[key] + "|" + full
+    return found
+
+
+def _compare_pair(args: argparse.Namespace, name: str, a: str, b: str) -> list[dict[str, Any]]:
+    """Compare two files: one row, or one per tensor of multi-tensor files (by position)."""
+    row: dict[str, Any] = {"name": name or None, "a": a, "b": b}
+    if "|" in a or "|" in b:
+        both = a if "|" in a else b
+        row.update(ok=False, error=f"ambiguous: {both.replace('|', ' and ')}")
+        print(f"tsr: {name}: {row['error']}", file=sys.stderr)
+        return [row]
+    try:
+        na, nb = _tensors.count(a), _tensors.count(b)
+    except (TSRError, OSError) as exc:
+        return [_failed(row, a, b, exc)]
+    if na == nb == 1:
+        return [_compare_one(args, row, f"{name}: " if name else f"{a} vs {b}: ", None)]
+    rows = []
+    for i in range(max(na, nb)):
+        label = f"{name}[{i}]: " if name else f"{a}[{i}] vs {b}[{i}]: "
+        sub = {**row, "index": i}
+        if i < na and i < nb:
+            rows.append(_compare_one(args, sub, label, i))
+            continue
+        sub.update(ok=False, error=f"tensor {i} only in {'A' if i < na else 'B'}")
+        rows.append(sub)
+        if not args.json:
+            print(f"{label}MISSING, tensor {i} only in {'A' if i < na else 'B'} "
+                  f"({na} against {nb} tensors)")  # fmt: skip
+    return rows
+
+
+def _failed(row: dict[str, Any], a: str, b: str, exc: BaseException) -> dict[str, Any]:
+    path = exc.filename if isinstance(exc, OSError) and exc.filename else f"{a} vs {b}"
+    _error(str(path), exc)
+    row.update(ok=False, error=_message(exc))
+    return row
+
+
+def _compare_one(
+    args: argparse.Namespace, row: dict[str, Any], label: str, index: int | None
+) -> dict[str, Any]:
+    a, b = row["a"], row["b"]
+    try:
+        ta = _tensors.one_tensor(a, index=index)
+        tb = _tensors.one_tensor(b, index=index)
+        c = compare(ta, tb, rtol=args.rtol, atol=args.atol, equal_nan=not args.nan_differs,
+                    listed=args.first if args.verbose else 0)  # fmt: skip
+    except (TSRError, OSError) as exc:
+        return _failed(row, a, b, exc)
+    row.update(c.to_dict())
+    if not args.json:
+        print(label + c.summary())
+        for m in c.first_mismatches:
+            print(f"  {list(m.index)}: {_g(m.a)} vs {_g(m.b)}")
+    return row
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    a_dir, b_dir = os.path.isdir(args.a), os.path.isdir(args.b)
+    if a_dir != b_dir:
+        print(f"tsr: compare: {args.a if a_dir else args.b} is a directory and "
+              f"{args.b if a_dir else args.a} is not: give two files or two directories",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if not a_dir:
+        rows = _compare_pair(args, "", args.a, args.b)
+    else:
+        in_a, in_b = _tensor_files(args.a), _tensor_files(args.b)
+        rows = []
+        for name in sorted(in_a.keys() | in_b.keys()):
+            if name in in_a and name in in_b:
+                rows.extend(_compare_pair(args, name, in_a[name], in_b[name]))
+                continue
+            where, path = ("A", in_a[name]) if name in in_a else ("B", in_b[name])
+            rows.append({"name": name, "a": in_a.get(name), "b": in_b.get(name), "ok": False,
+                         "error": f"only in {where}"})  # fmt: skip
+            if not args.json:
+                print(f"{name}: MISSING, only in {where} ({path})")
+        if not args.json:
+            bad = sum(not r["ok"] for r in rows)
+            print(f"{len(rows)} name(s): {len(rows) - bad} ok, {bad} different or missing")
+    if args.json:
+        print(json.dumps(_json_safe(rows), indent=2))
+    return EXIT_OK if all(r["ok"] for r in rows) else EXIT_INVALID
+
+
+def _info_stats(path: str, info: dict[str, Any]) -> list[Stats] | bool:
+    """The statistics of each tensor of ``path`` (also put in ``info["stats"]``, a list),
+    or False after an error."""
+    try:
+        found = [stats(_tensors.one_tensor(path, index=i)) for i in range(_tensors.count(path))]
+    except (TSRError, OSError) as exc:
+        _error(path, exc)
+        return False
+    info["stats"] = [s.to_dict() for s in found]
+    return found
+
+
+def _print_stats(found: list[Stats] | bool | None) -> None:
+    if isinstance(found, list):
+        for i, st in enumerate(found):
+            print(_stats_line(st, i if len(found) > 1 else None))
+
+
+def _stats_line(s: Stats, index: int | None = None) -> str:
+    which = "" if index is None else f"[{index}]"
+    return (f"  stats{which}: min {_g(s.min)} max {_g(s.max)} mean {_g(s.mean)} std {_g(s.std)}, "
+            f"nan {s.nan}, inf {s.inf}, zeros {s.zeros}")  # fmt: skip
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from . import show
+
+    out = args.output or show.default_output(args.file, args.index)
+    try:
+        show.save_picture(args.file, out, index=args.index)
+    except show.MissingExtraError as exc:
+        print(f"tsr: show: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except (TSRError, OSError) as exc:
+        _error(exc.filename if isinstance(exc, OSError) and exc.filename else args.file, exc)
+        return EXIT_INVALID
+    print(out)
+    return EXIT_OK
+
+
+def _message(exc: BaseException) -> str:
+    return _text("", exc)
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tsr`` command."""
     p = argparse.ArgumentParser(
@@ -369,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="format, dtype, shape, sizes (reads headers only)")
     info.add_argument("files", nargs="+", metavar="FILE")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--stats", action="store_true",
+                      help="also min, max, mean, std, NaN, inf, zeros (reads data)")  # fmt: skip
     info.set_defaults(run=_cmd_info)
 
     val = sub.add_parser(
@@ -407,6 +600,40 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("--edge", type=_positive_int, default=3,
                       help="items shown at each edge, >= 1 (3)")  # fmt: skip
     dump.set_defaults(run=_cmd_dump)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="compare A with the reference B: exit 0 within tolerance, 1 not",
+        description="Element by element, in float64, NumPy's isclose rule "
+        "(|a-b| <= atol + rtol*|b|). Two directories: files paired by name (.tsr or .npy, "
+        "extension ignored), one line per pair, files found on one side only listed; "
+        "exit 1 if any pair differs or is missing.",
+    )
+    cmp.add_argument("a", metavar="A", help="file or directory (the result to check)")
+    cmp.add_argument("b", metavar="B", help="file or directory (the reference)")
+    cmp.add_argument("--rtol", type=_tolerance, default=1e-5, help="relative tolerance (1e-5)")
+    cmp.add_argument("--atol", type=_tolerance, default=1e-8, help="absolute tolerance (1e-8)")
+    cmp.add_argument("--nan-differs", action="store_true", help="NaN against NaN is a mismatch")
+    cmp.add_argument("-v", "--verbose", action="store_true",
+                     help="list the first mismatching elements")  # fmt: skip
+    cmp.add_argument("--first", type=_count, default=10, metavar="N",
+                     help="how many mismatches -v lists (10)")  # fmt: skip
+    cmp.add_argument("--json", action="store_true", help="a JSON array, one object per pair")
+    cmp.set_defaults(run=_cmd_compare)
+
+    show = sub.add_parser(
+        "show",
+        help="a picture (PNG): heat map, image grid or line plot; needs tsr-tensor[show]",
+        description="2-D: a heat map with a colour bar; 3-D and 4-D: a grid of images "
+        "(NCHW for TSR v1 and .npy, NHWC for TSR v3/v4; 1 or 3 channels as grey or colour "
+        "images, others one tile per channel); 1-D: a line plot.",
+    )
+    show.add_argument("file", metavar="FILE")
+    show.add_argument("-o", "--output", metavar="OUT",
+                      help="the PNG to write (default: FILE's name with .png, here)")  # fmt: skip
+    show.add_argument("--index", type=_count, metavar="I",
+                      help="which tensor of a multi-tensor file")  # fmt: skip
+    show.set_defaults(run=_cmd_show)
     return p
 
 

@@ -9,7 +9,9 @@ and padding only, so ``tconv_k3_s2_p1`` maps H to 2H-1, as upstream). As upstrea
 kernel size is the weight's; ``K`` in the name is what the caller means. One tensor:
 ``zeros_like``, ``ones_like``, ``relu``, ``sign``, ``square``, ``sqrt``, ``abs``,
 ``negative``, ``reciprocal``, ``round`` (the ``torch`` function of that name) and
-``transpose`` (dims 0 and 1). ``tensor_square`` (framework V1.20) squares ``input.tsr``
+``transpose`` (dims 0 and 1). ``compare`` (two tags: a tensor, then its reference) replies
+:meth:`tsr.Comparison.summary` of :func:`tsr.compare` with its default tolerances (text
+starting ``ok`` or ``DIFFERENT``). ``tensor_square`` (framework V1.20) squares ``input.tsr``
 into ``output.tsr`` and answers through ``status.txt`` = ``done``. ``exit`` is handled
 by the worker loop itself.
 
@@ -61,6 +63,14 @@ def transpose(x: Tensor) -> Tensor:
     import torch
 
     return torch.transpose(x, 0, 1)
+
+
+@command("compare", inputs=2)
+def compare(a: Tensor, reference: Tensor) -> str:
+    """:func:`tsr.compare` of ``a`` against ``reference``, as one line of reply text."""
+    import tsr
+
+    return tsr.compare(a, reference).summary()
 
 
 @command("tensor_square", inputs=("input",), outputs=("output",), answer="status")

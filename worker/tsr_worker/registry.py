@@ -2,7 +2,8 @@
 
 A command is a plain function registered with a decorator. Tensor commands receive the
 tensors their request names and return a tensor (answered as tag ``r``) or a sequence of
-tensors (answered ``r0,r1,...``); text commands receive the params string and return the
+tensors (answered ``r0,r1,...``), or reply text (a ``str``, as ``compare`` does); text
+commands receive the params string and return the
 reply text. The built-in commands (:mod:`tsr_worker.commands`) use this same registry.
 Adding one takes a few lines, in any module given to ``tsr-worker --commands MODULE``::
 

@@ -405,6 +405,8 @@ class Worker:
             result = cmd.func(*tensors)
         except Exception as exc:
             raise ProtocolError(ErrorCode.COMPUTATION_FAILED, _describe(exc)) from None
+        if isinstance(result, str):  # a verdict about the inputs (compare): reply text
+            return _Answer(cmd.name, protocol.check_reply_text(result))
         results = _as_tensors(torch, result)
         if cmd.outputs is not None:
             out_tags = list(cmd.outputs)
