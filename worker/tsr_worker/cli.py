@@ -10,7 +10,10 @@ Usage::
     tsr-worker --write-launcher PATH [--workspace DIR] [--layout ...] [worker options]
     tsr-worker --write-launcher PATH --server SCRIPT [--workspace DIR]
 
-The session directory is ``<WORKSPACE>/<layout>/tr_session_<SESSION_ID>`` (workspace:
+A first argument holding a path separator is the V3 PythonSession's
+``<server_script> <session_dir>``: that directory is served with the built-in commands
+(:mod:`tsr_worker.v3session`). Otherwise the session directory is
+``<WORKSPACE>/<layout>/tr_session_<SESSION_ID>`` (workspace:
 ``--workspace``, else ``$TSR_WORKSPACE``, else ``./workspace``; session ``default``), or
 ``--session-dir``. This entry point is the only place of the worker that installs signal
 handlers (users' servers, :mod:`tsr_worker.compat`, install theirs in ``run``): SIGTERM,
@@ -176,6 +179,7 @@ def _worker_options(args: argparse.Namespace) -> list[str]:
 _LAUNCHER = """#!/usr/bin/env python3
 # Launcher for the tsr reference worker, written by `tsr-worker --write-launcher`.
 # The C++ PythonSession runs: python3 "<this file>" <session_id>
+# (the V3 PythonSession: <python> "<this file>" <session_dir>).
 # Whichever python3 runs it, it re-executes the Python that has tsr installed.
 import os
 import sys
@@ -253,6 +257,8 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
         return 0
     if args.server:
         parser.error("--server goes with --write-launcher")
+    if is_v3_session_path(args.session_id):
+        return _serve_v3(parser, args, exit_process=exit_process)
     try:
         limits = Limits(
             **{n: getattr(args, n) for n in _LIMIT_OPTIONS if getattr(args, n) is not None}
@@ -304,6 +310,12 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
 # ----------------------------------------------------------------------------- users' servers
 
 
+def is_v3_session_path(arg: str) -> bool:
+    """Whether the one argument is a directory path (the V3 PythonSession's
+    ``<server_script> <session_dir>``) rather than a session id, which has no separator."""
+    return any(sep and sep in arg for sep in ("/", os.sep, os.altsep))
+
+
 def _write_server_launcher(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     given = [o for o in _worker_options(args)[4:] if o.startswith("--")]
     if given or args.layout != protocol.LAYOUTS[0]:
@@ -312,4 +324,48 @@ def _write_server_launcher(parser: argparse.ArgumentParser, args: argparse.Names
         parser.error(f"--server {args.server}: no such file")
     env = {"TSR_WORKSPACE": resolve_workspace(args.workspace)} if args.workspace else {}
     print(write_launcher(args.write_launcher, [], server=args.server, env=env))
+    return 0
+
+
+def _serve_v3(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, exit_process: bool
+) -> int:
+    """Serve a V3 PythonSession directory with the built-in commands (see
+    :mod:`tsr_worker.v3session`); ``--workspace`` and ``--layout`` do not apply."""
+    from .v3session import RenaissanceServer
+
+    if args.session_dir:
+        parser.error("a V3 session directory argument and --session-dir exclude each other")
+    try:
+        limits = Limits(
+            **{n: getattr(args, n) for n in _LIMIT_OPTIONS if getattr(args, n) is not None}
+        )
+        idle_s = DEFAULT_IDLE_TIMEOUT_S if args.idle_timeout is None else args.idle_timeout
+        server = RenaissanceServer(
+            args.session_id,
+            idle_timeout_s=idle_s,
+            client_pid=args.client_pid,
+            wait=args.wait or "auto",
+            limits=limits,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        for spec in args.commands or ():
+            load_commands(spec)
+    except Exception as exc:
+        print(f"tsr-worker: cannot load commands from {spec}: {exc}", file=sys.stderr)
+        return 1
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        server.run()
+    except OSError as exc:
+        print(f"tsr-worker: V3 session {args.session_id}: {exc}", file=sys.stderr)
+        return 1
+    if exit_process:
+        logging.shutdown()
+        os._exit(0)
     return 0

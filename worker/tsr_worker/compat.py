@@ -27,7 +27,8 @@ time-out) and exactly one answer per request. Where upstream is broken, this is 
   when the script is at ``<root>/python/<dir>/<script>.py`` (where upstream's rule, three
   levels up from its module file, points in a framework checkout), else ``./workspace``.
 
-Importing this module imports neither torch nor NumPy.
+The V3 PythonSession's base class, :class:`RenaissanceServer`, is here too (see
+:mod:`tsr_worker.v3session`). Importing this module imports neither torch nor NumPy.
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ from .config import WorkerConfig, resolve_workspace
 from .config import session_dir as _session_dir
 from .protocol import ErrorCode, ErrorInfo, ProtocolError, Request
 from .signals import signals_call
+from .v3session import RenaissanceServer
 from .worker import ExitReason, Worker, _Answer, _describe
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "RenaissanceServer",
     "TechRenaissanceServer",
     "export_tsr",
     "get_tsr_info",
