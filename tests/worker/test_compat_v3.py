@@ -283,9 +283,11 @@ def test_launcher_serves_the_v3_invocation(
 
 
 def test_v3_path_argument_is_detected() -> None:
-    assert cli.is_v3_session_path("/ws/python_session_id1")
-    assert cli.is_v3_session_path("workspace/python_session_id1")
-    assert not cli.is_v3_session_path("python_session_id1")
+    assert cli.is_v3_session_path("/ws/python_session_id916269")
+    assert cli.is_v3_session_path("workspace/python_session_id1/")
+    assert not cli.is_v3_session_path("python_session_id1")  # a V1 session id
+    assert not cli.is_v3_session_path("../../escape")  # a bad session id: a usage error
+    assert not cli.is_v3_session_path("/ws/python_session_idx")
 
 
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ Usage::
     tsr-worker --write-launcher PATH [--workspace DIR] [--layout ...] [worker options]
     tsr-worker --write-launcher PATH --server SCRIPT [--workspace DIR]
 
-A first argument holding a path separator is the V3 PythonSession's
-``<server_script> <session_dir>``: that directory is served with the built-in commands
-(:mod:`tsr_worker.v3session`). Otherwise the session directory is
+A first argument that is a path ending in ``python_session_id<N>`` is the V3
+PythonSession's ``<server_script> <session_dir>``: that directory is served with the
+built-in commands (:mod:`tsr_worker.v3session`). Otherwise the session directory is
 ``<WORKSPACE>/<layout>/tr_session_<SESSION_ID>`` (workspace:
 ``--workspace``, else ``$TSR_WORKSPACE``, else ``./workspace``; session ``default``), or
 ``--session-dir``. This entry point is the only place of the worker that installs signal
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from .signals import SIGNALS
 __all__ = ["build_parser", "load_commands", "main", "write_launcher"]
 
 LOG_FORMAT = "%(asctime)s tsr-worker[%(process)d] %(levelname)s %(message)s"
+_V3_DIR_RE = re.compile(r"python_session_id[0-9]+\Z")
 _LIMIT_OPTIONS = {
     "max_request_bytes": "largest request.json, bytes",
     "max_params_chars": "longest params, characters",
@@ -311,9 +313,11 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
 
 
 def is_v3_session_path(arg: str) -> bool:
-    """Whether the one argument is a directory path (the V3 PythonSession's
-    ``<server_script> <session_dir>``) rather than a session id, which has no separator."""
-    return any(sep and sep in arg for sep in ("/", os.sep, os.altsep))
+    """Whether the one argument is the V3 PythonSession's session directory
+    (``<TR_WORKSPACE>/python_session_id<N>``: a path, never a valid session id, whose last
+    component is ``python_session_id`` and digits) rather than a session id."""
+    has_sep = any(sep and sep in arg for sep in ("/", os.sep, os.altsep))
+    return has_sep and _V3_DIR_RE.match(os.path.basename(os.path.normpath(arg))) is not None
 
 
 def _write_server_launcher(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

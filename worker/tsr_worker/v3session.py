@@ -128,8 +128,8 @@ class V3Loop:
         self.served = 0
         self._stop = StopPipe()
         self._stop_reason: ExitReason | None = None
-        self._served_id: tuple[int, ...] | None = None
-        self._cleared_id: tuple[int, ...] | None = None
+        self._unremovable: tuple[int, ...] | None = None  # served, could not be removed
+        self._cleared = False  # the stale answer is gone for the request at hand
         self._malformed_seen: tuple[int, ...] | None = None
 
     def stop(self, reason: ExitReason = ExitReason.STOPPED) -> None:
@@ -215,13 +215,15 @@ class V3Loop:
 
     # ------------------------------------------------------------------ one request
 
-    def _clear_stale(self, st: os.stat_result | None = None) -> None:
-        """Remove ``response.json`` and ``output_*`` once per new request."""
+    def _clear_stale(self) -> None:
+        """Remove ``response.json`` and ``output_*`` once per new request.
+
+        Keyed by "not yet since the last answer", not by the request file's identity: a
+        request made again at once can have the same inode and (coarse) times."""
         assert self.dir is not None
-        st = st or self.dir.lstat(REQUEST)
-        if st is None or identity(st) == self._cleared_id:
+        if self._cleared:
             return
-        self._cleared_id = identity(st)
+        self._cleared = True
         self.dir.unlink(RESPONSE)
         for name in self._names(_OUTPUT_RE):
             self.dir.unlink(name)
@@ -238,9 +240,10 @@ class V3Loop:
         be half written) or ``none``."""
         assert self.dir is not None
         st = self.dir.lstat(REQUEST)
-        if st is None or identity(st) == self._served_id:
+        if st is None or identity(st) == self._unremovable:
             return "none"
-        self._clear_stale(st)
+        self._unremovable = None
+        self._clear_stale()
         try:
             data, st = self.dir.read_small(REQUEST, self.limits.max_request_bytes)
             method, parameters = parse_request(data)
@@ -259,11 +262,15 @@ class V3Loop:
         else:
             result = self._call(method, parameters)
         self._malformed_seen = None
-        self._served_id = identity(st)
-        self.dir.unlink(REQUEST, expect=st)
+        if not self.dir.unlink(REQUEST, expect=st):
+            now = self.dir.lstat(REQUEST)  # gone, rewritten (served next), or unremovable
+            if now is not None and identity(now) == identity(st) and not self.dir.unlink(REQUEST):
+                log.error("%s cannot be removed; ignored until it changes", REQUEST)
+                self._unremovable = identity(st)
         for name in self._names(_INPUT_RE):
             self.dir.unlink(name)
         self._answer(*result)
+        self._cleared = False
         self.served += 1
         return "served"
 
