@@ -1,10 +1,13 @@
 """The kit's V3 PythonSession model (``cpp/python_session_v3.hpp``, fork + execlp, TSR3
 RAW, 100 ms sleeps and polls, SIGTERM on ``stop()``) against our V3 server: the worker
-through its launcher at the default server path, and a user's ``RenaissanceServer``."""
+through its launcher at the default server path, and a user's ``RenaissanceServer``.
+
+The client's time-out is raised from 10 s to 60 s (``--wait-tries 600``): on a loaded
+machine starting Python and importing torch can take longer, and the time-out is not
+what is tested here."""
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import subprocess
 import sys
@@ -13,14 +16,10 @@ from pathlib import Path
 import pytest
 from tsr_worker import cli
 
-import tsr.torch
-
 from .kitlib import CPP_DIR, CXXFLAGS, BuildError, find_cxx
 
 pytestmark = pytest.mark.interop
 
-HAS_V3 = "format" in inspect.signature(tsr.torch.save).parameters
-needs_v3 = pytest.mark.skipif(not HAS_V3, reason="the codec has no TSR3 writer yet")
 USER_SERVER = Path(__file__).resolve().parents[1] / "worker" / "v3_style_server.py"
 
 
@@ -41,7 +40,7 @@ def run(driver: Path, python: str, server: Path, workspace: Path, scenario: str)
     workspace.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(
         [str(driver), "--python", python, "--server", str(server), "--workspace", str(workspace),
-         "--scenario", scenario],
+         "--scenario", scenario, "--wait-tries", "600"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     lines = out.stdout.splitlines()
@@ -77,10 +76,9 @@ def test_protocol_two_calls_one_session(driver: Path, launcher: Path, tmp_path: 
     assert expected <= checks(lines)
     (stop,) = [line for line in lines if line.startswith("STOP ")]
     seconds, killed, status = stop.split()[1:]
-    assert float(seconds) < 2.0 and killed == "0" and status == "0"
+    assert float(seconds) < 5.0 and killed == "0" and status == "0"  # SIGTERM sufficed
 
 
-@needs_v3
 def test_builtin_commands(driver: Path, launcher: Path, tmp_path: Path) -> None:
     lines = run(driver, system_python3(), launcher, tmp_path / "workspace", "builtin")
     expected = {
@@ -90,7 +88,6 @@ def test_builtin_commands(driver: Path, launcher: Path, tmp_path: Path) -> None:
     assert expected <= checks(lines)
 
 
-@needs_v3
 def test_user_server(driver: Path, tmp_path: Path) -> None:
     lines = run(driver, sys.executable, USER_SERVER, tmp_path / "workspace", "user")
     expected = {

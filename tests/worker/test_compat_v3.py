@@ -5,7 +5,6 @@ against the captures in ``tests/data/python_session/``."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -31,8 +30,7 @@ torch = pytest.importorskip("torch")
 DATA = Path(__file__).resolve().parents[1] / "data" / "python_session"
 SCRIPT = Path(__file__).with_name("v3_style_server.py")
 WORKER = [sys.executable, "-m", "tsr_worker"]
-HAS_V3 = "format" in inspect.signature(tsr.torch.save).parameters
-needs_v3 = pytest.mark.skipif(not HAS_V3, reason="the codec has no TSR3 writer yet")
+WAIT_TRIES = 600
 
 
 def request_bytes(method: str, params: dict[str, str]) -> bytes:
@@ -80,8 +78,10 @@ class V3Client:
         time.sleep(0.1)
 
     def wait(self) -> str:
-        """``exists(response.json)`` up to 100 times, 100 ms apart; never read to check."""
-        for _ in range(100):
+        """``exists(response.json)`` 100 ms apart, never read to check; up to 100 times in
+        the client (10 s), :data:`WAIT_TRIES` here: the time-out is not what is tested, and
+        a machine under load may take longer than 10 s to start Python and torch."""
+        for _ in range(WAIT_TRIES):
             if (self.dir / "response.json").exists():
                 return (self.dir / "response.json").read_text()
             time.sleep(0.1)
@@ -98,10 +98,10 @@ class V3Client:
             raise FileNotFoundError(f"Output tensor file not found: {out}")
         return out.read_bytes()
 
-    def stop(self) -> float:
+    def stop(self) -> bool:
         """SIGTERM, then ``waitpid(WNOHANG)`` every 100 ms up to 50 times, then SIGKILL;
-        ``remove_all``. Returns the seconds until the process was reaped."""
-        started = time.monotonic()
+        ``remove_all``. Returns whether the server left by itself (no SIGKILL needed)."""
+        left = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             for _ in range(50):
@@ -109,11 +109,11 @@ class V3Client:
                     break
                 time.sleep(0.1)
             else:
+                left = False
                 self.proc.kill()
                 self.proc.wait()
-        elapsed = time.monotonic() - started
         shutil.rmtree(self.dir, ignore_errors=True)
-        return elapsed
+        return left
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -189,7 +189,7 @@ def test_captured_failures_answer_byte_for_byte(
     (c.dir / "request.json").write_bytes((src / "request.json").read_bytes())  # again
     time.sleep(0.1)
     assert c.wait().encode() == (src / "response.json").read_bytes()
-    assert c.stop() < 2.0 and not c.dir.exists()
+    assert c.stop() and not c.dir.exists()
 
 
 def test_two_calls_in_one_session_each_get_their_answer(
@@ -208,7 +208,7 @@ def test_two_calls_in_one_session_each_get_their_answer(
     assert cpp_parse(c.wait()) == (False, "Unknown method: frobnicate")
     c.send("say", {"text": "after failure"}, [])
     assert cpp_parse(c.wait()) == (True, "after failure")
-    assert c.stop() < 2.0
+    assert c.stop()
 
 
 def test_sigterm_during_a_computation_leaves_at_once(session: tuple[Path, list[V3Client]]) -> None:
@@ -219,7 +219,7 @@ def test_sigterm_during_a_computation_leaves_at_once(session: tuple[Path, list[V
     c.send("hang", {}, [])
     time.sleep(0.3)
     assert not (c.dir / "response.json").exists()  # the stale answer went at once
-    assert c.stop() < 2.0
+    assert c.stop()
     assert c.proc is not None and c.proc.returncode == 0
 
 
@@ -279,7 +279,7 @@ def test_launcher_serves_the_v3_invocation(
     c = client(session, [python3, str(launcher)], system_env())
     c.send("fail", {}, [])
     assert cpp_parse(c.wait()) == (False, "Unknown method: fail")
-    assert c.stop() < 2.0
+    assert c.stop()
 
 
 def test_v3_path_argument_is_detected() -> None:
@@ -302,7 +302,6 @@ def test_missing_directory_is_an_error(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- tensors
 
 
-@needs_v3
 @pytest.mark.parametrize(
     "scenario",
     ["s5a_echo_bf16", "s5b_echo_int8", "s5c_echo_int32_r4", "s5d_echo_fp32_scalar_nan",
@@ -324,7 +323,6 @@ def test_captured_tensor_calls_byte_for_byte(
     c.stop()
 
 
-@needs_v3
 def test_second_calculate_returns_its_own_result(session: tuple[Path, list[V3Client]]) -> None:
     """The captured s1: a+b, then ones+ones in the same session. Upstream returned a+b
     again (``equals_call1_result_stale``); the built-in server returns 2.0 everywhere."""
@@ -346,7 +344,6 @@ def test_second_calculate_returns_its_own_result(session: tuple[Path, list[V3Cli
     c.stop()
 
 
-@needs_v3
 def test_stale_inputs_do_not_count(session: tuple[Path, list[V3Client]]) -> None:
     """Three inputs, then one: the first call's ``input_1/2`` were removed after use, so
     the echo of one input answers one output."""

@@ -23,11 +23,11 @@ its default ``main_logic`` serves the worker's built-in commands and ``print_ten
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -335,6 +335,8 @@ class RenaissanceServer:
         directory); the handlers are installed in the main thread only."""
         loop = V3Loop(self.session_dir, self.main_logic, limits=self.limits, **self._options)
         self._loop = loop
+        # torch in the background: the client gives each call 10 s, the first one included
+        threading.Thread(target=_preload_torch, name="tsr-v3-preload", daemon=True).start()
 
         def on_signal() -> None:
             loop.stop(ExitReason.SIGNAL)
@@ -391,10 +393,7 @@ class RenaissanceServer:
         import tsr.torch
 
         name = f"output_{_index(index)}.tsr"
-        save: Callable[..., None] = tsr.torch.save
-        if "format" not in inspect.signature(save).parameters:
-            raise RuntimeError("this tsr has no TSR3 writer (tsr.torch.save(format='v3'))")
-        save(self._path(name), tensor, format="v3")
+        tsr.torch.save(self._path(name), tensor, format="v3")
 
     def _save_text(self, text: str, index: int) -> None:
         name = f"output_{_index(index)}.txt"
@@ -422,6 +421,11 @@ class RenaissanceServer:
     def _path(self, name: str) -> str:
         d = self._dir()
         return d.proc_path(name) if d is not None else str(self.session_dir / name)
+
+
+def _preload_torch() -> None:
+    with contextlib.suppress(Exception):  # a request that needs it reports the failure
+        import tsr.torch  # noqa: F401
 
 
 def _index(index: int) -> int:

@@ -6,7 +6,8 @@
 //   send()       writes input_i.tsr (TSR3 RAW) and request.json (by hand: keys in std::map
 //                order, values strings, no escaping, a final newline); the FIRST send forks
 //                and execlp(python, python, server, session_dir); every send sleeps 100 ms.
-//   wait()       exists(response.json), 100 tries 100 ms apart (never reads it to check).
+//   wait()       exists(response.json), 100 tries 100 ms apart (never reads it to check;
+//                the count is a constructor argument here).
 //   fetch()      success = "true" after "success" and before any "false"; message = the
 //                text between the first two quotes after "message" + 10, not unescaped;
 //                result is never parsed; reads output_0.tsr only.
@@ -41,10 +42,13 @@ class DeviceError : public TRException {
 
 class PythonSessionV3 {
  public:
-  PythonSessionV3(std::string python_exe, std::string server_path, std::string workspace)
+  // wait_tries: 100 in the framework (10 s); a test on a loaded machine may allow more.
+  PythonSessionV3(std::string python_exe, std::string server_path, std::string workspace,
+                  int wait_tries = 100)
       : python_exe_(std::move(python_exe)),
         server_path_(std::move(server_path)),
-        workspace_(std::move(workspace)) {}
+        workspace_(std::move(workspace)),
+        wait_tries_(wait_tries) {}
 
   ~PythonSessionV3() {
     try {
@@ -91,7 +95,7 @@ class PythonSessionV3 {
   }
 
   void wait() const {
-    for (int i = 0; i < 100; ++i) {
+    for (int i = 0; i < wait_tries_; ++i) {
       if (std::filesystem::exists(session_dir_ + "/response.json")) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -201,6 +205,7 @@ class PythonSessionV3 {
   std::string python_exe_;
   std::string server_path_;
   std::string workspace_;
+  int wait_tries_;
   std::string session_dir_;
   bool running_ = false;
   pid_t pid_ = -1;

@@ -2,6 +2,7 @@
 // the way a V3.6 C++ program would use it, checking every answer.
 //
 //   v3_session_driver --python EXE --server SCRIPT --workspace DIR --scenario builtin|user|protocol
+//                     [--wait-tries N]   (wait()'s 100 ms polls; 100 as the framework)
 //     builtin: the worker's built-in commands (add, matmul, print_tensor; unknown methods)
 //     user:    a RenaissanceServer subclass with echo and two_outputs (tests/worker/
 //              v3_style_server.py)
@@ -65,6 +66,11 @@ bool same(const Tensor3& a, const Tensor3& b) {
 
 void scenario_builtin(PythonSessionV3& s) {
   const Tensor3 a = ramp({2, 3, 4, 5}, 0.25f, 0.5f);
+  // First a call that needs no torch: the server imports it meanwhile (each call has 10 s).
+  const std::string unknown = thrown([&] { s.calculate("frobnicate", {a}); });
+  check("unknown_method_fails",
+        unknown == "PythonSession::fetch: Python operation failed: Unknown method: frobnicate",
+        unknown);
   const Tensor3 b = ramp({2, 3, 4, 5}, -0.5f, 1.0f);
   const Tensor3 r1 = s.calculate("add", {a, b}, {{"alpha", "0.5"}, {"mode", "x"}});
   check("add_first", r1.dims == a.dims &&
@@ -92,16 +98,16 @@ void scenario_builtin(PythonSessionV3& s) {
         m.shape_string());
   const std::string text = s.print_tensor(Tensor3::full_f32({2}, 0.5f));
   check("print_tensor_text", text.rfind("tensor([0.5000, 0.5000])", 0) == 0, text);
-  const std::string unknown = thrown([&] { s.calculate("frobnicate", {a}); });
-  check("unknown_method_fails",
-        unknown == "PythonSession::fetch: Python operation failed: Unknown method: frobnicate",
-        unknown);
   const Tensor3 r4 = s.calculate("add", {b, b});
   check("add_after_failure",
         all_f32(r4, [&](std::int64_t i) { return b.get_f32(i) + b.get_f32(i); }));
 }
 
 void scenario_user(PythonSessionV3& s) {
+  const std::string unknown = thrown([&] { s.calculate("frobnicate", {}); });
+  check("unknown_method_fails",
+        unknown == "PythonSession::fetch: Python operation failed: Unknown method: frobnicate",
+        unknown);
   Tensor3 bf16 = Tensor3::zeros(DType3::BF16, {2, 3});
   const std::uint16_t bits[6] = {0x3f80, 0xbf80, 0x3dcd, 0x7fc1, 0x0001, 0xff80};
   std::memcpy(bf16.data.data(), bits, sizeof bits);
@@ -146,11 +152,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) o[argv[i]] = argv[i + 1];
   if (!o.count("--python") || !o.count("--server") || !o.count("--workspace")) {
     std::cerr << "usage: v3_session_driver --python EXE --server SCRIPT --workspace DIR"
-                 " [--scenario builtin|user|protocol]\n";
+                 " [--scenario builtin|user|protocol] [--wait-tries N]\n";
     return 2;
   }
   try {
-    PythonSessionV3 s(o["--python"], o["--server"], o["--workspace"]);
+    const int tries = o.count("--wait-tries") ? std::stoi(o["--wait-tries"]) : 100;
+    PythonSessionV3 s(o["--python"], o["--server"], o["--workspace"], tries);
     const std::string before = thrown([&] { s.calculate("add", {}); });
     check("calculate_before_start", before == "PythonSession::send: Session is not running",
           before);
