@@ -186,8 +186,10 @@ def test_captured_failures_answer_byte_for_byte(
     assert text.encode() == (src / "response.json").read_bytes()
     assert not (c.dir / "request.json").exists()  # served: request and inputs removed
     assert not any(c.dir.glob("input_*.tsr"))
-    (c.dir / "request.json").write_bytes((src / "request.json").read_bytes())  # again
-    time.sleep(0.1)
+    # the same request again gets its own (equal) answer: wait for it to be served, not
+    # 100 ms (the timing is the subject of test_two_calls_in_one_session_...)
+    (c.dir / "request.json").write_bytes((src / "request.json").read_bytes())
+    wait_for(lambda: not (c.dir / "request.json").exists(), what="request served")
     assert c.wait().encode() == (src / "response.json").read_bytes()
     assert c.stop() and not c.dir.exists()
 

@@ -283,11 +283,7 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
     from .worker import ExitReason, Worker  # after argument errors, which need nothing of it
 
     worker = Worker(config)
-    try:
-        for spec in args.commands or ():
-            load_commands(spec)
-    except Exception as exc:
-        print(f"tsr-worker: cannot load commands from {spec}: {exc}", file=sys.stderr)
+    if not _load_all(args.commands or ()):
         return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -301,6 +297,22 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
     except OSError as exc:
         print(f"tsr-worker: {exc}", file=sys.stderr)
         return 1
+    return _leave(exit_process)
+
+
+def _load_all(specs: Sequence[str]) -> bool:
+    """Load every ``--commands`` module; on a failure say which and return False."""
+    for spec in specs:
+        try:
+            load_commands(spec)
+        except Exception as exc:
+            print(f"tsr-worker: cannot load commands from {spec}: {exc}", file=sys.stderr)
+            return False
+    return True
+
+
+def _leave(exit_process: bool) -> int:
+    """0, or with ``exit_process`` the process ended at once (logs flushed)."""
     if exit_process:
         logging.shutdown()
         sys.stdout.flush()
@@ -354,11 +366,7 @@ def _serve_v3(
         )
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        for spec in args.commands or ():
-            load_commands(spec)
-    except Exception as exc:
-        print(f"tsr-worker: cannot load commands from {spec}: {exc}", file=sys.stderr)
+    if not _load_all(args.commands or ()):
         return 1
     if args.threads:
         import torch
@@ -369,7 +377,4 @@ def _serve_v3(
     except OSError as exc:
         print(f"tsr-worker: V3 session {args.session_id}: {exc}", file=sys.stderr)
         return 1
-    if exit_process:
-        logging.shutdown()
-        os._exit(0)
-    return 0
+    return _leave(exit_process)

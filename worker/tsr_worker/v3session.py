@@ -33,13 +33,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import fstype
 from .config import DEFAULT_IDLE_TIMEOUT_S, Limits, WaitMode
 from .procwatch import ProcessWatch, discover_client
 from .registry import DEFAULT, Registry
 from .sessiondir import SessionDir, TooLargeError, identity
 from .signals import signals_call
-from .waiting import InotifyUnavailableError, InotifyWaiter, PollWaiter, StopPipe, Waiter, WakeKind
-from .worker import RECHECK_S, ExitReason, _describe
+from .waiting import StopPipe, Waiter, WakeKind
+from .worker import RECHECK_S, ExitReason, _describe, open_waiter, wake_exit
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +59,10 @@ log = logging.getLogger("tsr_worker")
 REQUEST = "request.json"
 RESPONSE = "response.json"
 RESPONSE_TMP = "response.tmp"
+POLL_CAP_S = 0.05
+"""Polling (network or FUSE filesystems, no inotify), a request is looked for at least
+this often even when idle: the client reads the response 100 ms after its request, and
+the previous one must be gone by then."""
 _INPUT_RE = re.compile(r"input_\d+\.tsr\Z")
 _OUTPUT_RE = re.compile(r"output_\d+\.(tsr|txt)\Z")
 
@@ -162,14 +167,7 @@ class V3Loop:
             self._stop.close()
 
     def _make_waiter(self, d: SessionDir, client: ProcessWatch) -> Waiter:
-        if self.wait_mode != "poll":
-            try:
-                return InotifyWaiter(d, self._stop, client)
-            except (InotifyUnavailableError, OSError) as exc:
-                if self.wait_mode == "inotify":
-                    raise
-                log.warning("inotify unavailable (%s); polling instead", exc)
-        return PollWaiter(d, self._stop, client)
+        return open_waiter(d, self._stop, client, self.wait_mode, fstype.detect(d.fd, d.path))
 
     def _loop(self, waiter: Waiter) -> ExitReason:
         assert self.dir is not None
@@ -186,22 +184,20 @@ class V3Loop:
                 outcome = self._take(complete)
                 if outcome == "served":
                     last = time.monotonic()
+                    waiter.activity()
                     hint = True  # another may be there already
                     continue
                 recheck_at = time.monotonic() + RECHECK_S if outcome == "recheck" else None
-            if waiter.name == "poll":
-                waiter.activity()  # keep polling at 32 ms: the client looks after 100 ms
             now = time.monotonic()
             deadlines = [at for at in (recheck_at,) if at is not None]
+            if waiter.name != "inotify":  # a poller looks at least this often
+                deadlines.append(now + POLL_CAP_S)
             if self.idle_timeout_s:
                 deadlines.append(last + self.idle_timeout_s)
             wake = waiter.wait(max(0.0, min(deadlines) - now) if deadlines else None)
-            if wake.kind is WakeKind.STOP:
-                return self._stop_reason or ExitReason.STOPPED
-            if wake.kind is WakeKind.DIR_GONE:
-                return ExitReason.DIR_REMOVED
-            if wake.kind is WakeKind.CLIENT_GONE:
-                return ExitReason.CLIENT_GONE
+            reason = wake_exit(wake, self._stop_reason)
+            if reason is not None:
+                return reason
             now = time.monotonic()
             if self.idle_timeout_s and now >= last + self.idle_timeout_s:
                 return ExitReason.IDLE_TIMEOUT
@@ -393,7 +389,7 @@ class RenaissanceServer:
         import tsr.torch
 
         name = f"output_{_index(index)}.tsr"
-        tsr.torch.save(self._path(name), tensor, format="v3")
+        tsr.torch.save(self._path(name), tensor, format="v3", follow_symlinks=False)
 
     def _save_text(self, text: str, index: int) -> None:
         name = f"output_{_index(index)}.txt"

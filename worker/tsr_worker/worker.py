@@ -178,20 +178,7 @@ class Worker:
 
     def _make_waiter(self, client: ProcessWatch) -> Waiter:
         self.fs = fstype.detect(self._dir.fd, self._dir.path)
-        choice = choose(self.config.wait, self.fs, inotify_available())
-        if choice.warning:
-            log.warning("%s", choice.warning)
-        log.info("waiting by %s: %s", choice.waiter, choice.reason)
-        if choice.waiter == "inotify":
-            try:
-                return InotifyWaiter(self._dir, self._stop, client)
-            except (InotifyUnavailableError, OSError) as exc:
-                if self.config.wait == "inotify":
-                    raise
-                log.warning("inotify unavailable (%s); polling instead", exc)
-        if choice.waiter == "upstream":
-            return UpstreamPollWaiter(self._dir, self._stop, client)
-        return PollWaiter(self._dir, self._stop, client)
+        return open_waiter(self._dir, self._stop, client, self.config.wait, self.fs)
 
     # ------------------------------------------------------------------ the loop
 
@@ -243,12 +230,9 @@ class Worker:
 
     def _on_wake(self, wake: Wake) -> ExitReason | None:
         """Record what a wake means; return the exit it calls for, if any."""
-        if wake.kind is WakeKind.STOP:
-            return self._stop_reason or ExitReason.STOPPED
-        if wake.kind is WakeKind.DIR_GONE:
-            return ExitReason.DIR_REMOVED
-        if wake.kind is WakeKind.CLIENT_GONE:
-            return ExitReason.CLIENT_GONE
+        reason = wake_exit(wake, self._stop_reason)
+        if reason is not None:
+            return reason
         now = time.monotonic()
         if self.config.idle_timeout_s and now >= self._last_request + self.config.idle_timeout_s:
             return ExitReason.IDLE_TIMEOUT
@@ -598,6 +582,39 @@ class Worker:
 
     def _write_status(self, status: str) -> None:
         self._dir.write_atomic(protocol.STATUS, protocol.STATUS_TMP, status.encode())
+
+
+def wake_exit(wake: Wake, stop_reason: ExitReason | None) -> ExitReason | None:
+    """The exit a wake means by itself (a stop, the directory gone, the client gone)."""
+    if wake.kind is WakeKind.STOP:
+        return stop_reason or ExitReason.STOPPED
+    if wake.kind is WakeKind.DIR_GONE:
+        return ExitReason.DIR_REMOVED
+    if wake.kind is WakeKind.CLIENT_GONE:
+        return ExitReason.CLIENT_GONE
+    return None
+
+
+def open_waiter(
+    session: SessionDir, stop: StopPipe, client: ProcessWatch, mode: str, fs: fstype.FsType
+) -> Waiter:
+    """The waiter :func:`~tsr_worker.waiting.choose` picks for ``--wait mode`` on ``fs``
+    (the choice logged); inotify failing falls back to polling unless ``mode`` is
+    ``inotify``. Also used by the V3 session loop (:mod:`tsr_worker.v3session`)."""
+    choice = choose(mode, fs, inotify_available())
+    if choice.warning:
+        log.warning("%s", choice.warning)
+    log.info("waiting by %s: %s", choice.waiter, choice.reason)
+    if choice.waiter == "inotify":
+        try:
+            return InotifyWaiter(session, stop, client)
+        except (InotifyUnavailableError, OSError) as exc:
+            if mode == "inotify":
+                raise
+            log.warning("inotify unavailable (%s); polling instead", exc)
+    if choice.waiter == "upstream":
+        return UpstreamPollWaiter(session, stop, client)
+    return PollWaiter(session, stop, client)
 
 
 def _import_torch_modules(threads: int) -> ModuleType:
