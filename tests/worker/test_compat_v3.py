@@ -31,6 +31,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "python_session"
 SCRIPT = Path(__file__).with_name("v3_style_server.py")
 WORKER = [sys.executable, "-m", "tsr_worker"]
 WAIT_TRIES = 600
+SETTLE = True
 
 
 def request_bytes(method: str, params: dict[str, str]) -> bytes:
@@ -80,9 +81,16 @@ class V3Client:
     def wait(self) -> str:
         """``exists(response.json)`` 100 ms apart, never read to check; up to 100 times in
         the client (10 s), :data:`WAIT_TRIES` here: the time-out is not what is tested, and
-        a machine under load may take longer than 10 s to start Python and torch."""
+        a machine under load may take longer than 10 s to start Python and torch.
+
+        With :data:`SETTLE` the model also waits for ``request.json`` to be gone (our
+        server removes it just before it answers): on a machine loaded past what the
+        client's 100 ms assume, the stale answer could otherwise still be there when it
+        looks. That it goes at once is tested on its own (``test_half_written_...``)."""
         for _ in range(WAIT_TRIES):
-            if (self.dir / "response.json").exists():
+            if (self.dir / "response.json").exists() and not (
+                SETTLE and (self.dir / "request.json").exists()
+            ):
                 return (self.dir / "response.json").read_text()
             time.sleep(0.1)
         raise TimeoutError("PythonSession::wait: Timeout waiting for Python response")

@@ -94,9 +94,18 @@ class PythonSessionV3 {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 
+  // settle (a test aid, not the framework): also wait for request.json to be gone, which
+  // our server removes just before it answers; on a machine loaded past what the 100 ms
+  // sleep assumes, the previous answer could otherwise still be there.
+  void set_settle(bool settle) { settle_ = settle; }
+
   void wait() const {
+    namespace fs = std::filesystem;
     for (int i = 0; i < wait_tries_; ++i) {
-      if (std::filesystem::exists(session_dir_ + "/response.json")) return;
+      if (fs::exists(session_dir_ + "/response.json") &&
+          !(settle_ && fs::exists(session_dir_ + "/request.json"))) {
+        return;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     throw DeviceError("PythonSession::wait: Timeout waiting for Python response");
@@ -206,6 +215,7 @@ class PythonSessionV3 {
   std::string server_path_;
   std::string workspace_;
   int wait_tries_;
+  bool settle_ = false;
   std::string session_dir_;
   bool running_ = false;
   pid_t pid_ = -1;

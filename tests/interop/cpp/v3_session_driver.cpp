@@ -3,6 +3,7 @@
 //
 //   v3_session_driver --python EXE --server SCRIPT --workspace DIR --scenario builtin|user|protocol
 //                     [--wait-tries N]   (wait()'s 100 ms polls; 100 as the framework)
+//                     [--settle 1]       (wait() also for request.json gone: a test aid)
 //     builtin: the worker's built-in commands (add, matmul, print_tensor; unknown methods)
 //     user:    a RenaissanceServer subclass with echo and two_outputs (tests/worker/
 //              v3_style_server.py)
@@ -152,12 +153,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) o[argv[i]] = argv[i + 1];
   if (!o.count("--python") || !o.count("--server") || !o.count("--workspace")) {
     std::cerr << "usage: v3_session_driver --python EXE --server SCRIPT --workspace DIR"
-                 " [--scenario builtin|user|protocol] [--wait-tries N]\n";
+                 " [--scenario builtin|user|protocol] [--wait-tries N] [--settle 1]\n";
     return 2;
   }
   try {
     const int tries = o.count("--wait-tries") ? std::stoi(o["--wait-tries"]) : 100;
     PythonSessionV3 s(o["--python"], o["--server"], o["--workspace"], tries);
+    s.set_settle(o.count("--settle") && o["--settle"] == "1");
     const std::string before = thrown([&] { s.calculate("add", {}); });
     check("calculate_before_start", before == "PythonSession::send: Session is not running",
           before);
