@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -11,9 +12,11 @@ from .protocol import LAYOUTS, SESSION_PREFIX, ProtocolError, check_tag
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_WORKSPACE",
+    "MAX_IDLE_TIMEOUT_S",
     "Limits",
     "WaitMode",
     "WorkerConfig",
+    "check_idle_timeout",
     "resolve_workspace",
     "session_dir",
 ]
@@ -25,6 +28,9 @@ DEFAULT_IDLE_TIMEOUT_S = 12 * 3600.0
 """No request for this long ends the worker: long enough to outlast any plausible pause
 of a live client (an overnight training epoch between two checks), short enough that a
 worker whose client died unnoticed goes away the same day."""
+MAX_IDLE_TIMEOUT_S = 7 * 24 * 3600.0
+"""The longest idle time-out accepted (a week); 0 disables it instead. A finite bound keeps
+every wait a plain ``poll`` time-out (``poll`` takes at most 2**31 - 1 ms, 24.8 days)."""
 
 WaitMode = Literal["auto", "inotify", "poll", "upstream"]
 
@@ -47,6 +53,17 @@ class Limits:
         for name in ("max_request_bytes", "max_params_chars", "max_input_bytes", "max_inputs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def check_idle_timeout(seconds: float) -> float:
+    """Return ``seconds`` if it is a valid idle time-out (0 to :data:`MAX_IDLE_TIMEOUT_S`,
+    finite), else raise ``ValueError`` saying what is accepted."""
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_IDLE_TIMEOUT_S):
+        raise ValueError(
+            f"idle time-out must be 0 (never) or up to {MAX_IDLE_TIMEOUT_S:g} s (a week), "
+            f"got {seconds!r}"
+        )
+    return seconds
 
 
 def resolve_workspace(workspace: str | None = None) -> str:
@@ -97,8 +114,7 @@ class WorkerConfig:
     worker beside a busy C++ program computes more steadily with 1."""
 
     def __post_init__(self) -> None:
-        if self.idle_timeout_s < 0:
-            raise ValueError(f"idle_timeout_s must be >= 0, got {self.idle_timeout_s}")
+        check_idle_timeout(self.idle_timeout_s)
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.wait not in ("auto", "inotify", "poll", "upstream"):
