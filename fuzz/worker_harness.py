@@ -289,10 +289,10 @@ class Harness:
                 text = response.read_bytes()
                 response.unlink()
                 try:
-                    decoded: str = text.decode("ascii")
+                    decoded: str = text.decode("utf-8")
                     return decoded
                 except UnicodeDecodeError:
-                    raise WorkerCrash(f"response is not ASCII: {text[:200]!r}") from None
+                    raise WorkerCrash(f"response is not UTF-8: {text[:200]!r}") from None
             assert self.thread is not None
             if not self.thread.is_alive():
                 require(

@@ -91,7 +91,9 @@ CASES: dict[str, tuple[Setup, bytes, str]] = {
     "result_float64": (tensor("a", 3), b'{"cmd": "as_double", "params": "a"}', "bad_result"),
     "result_not_tensor": (tensor("a", 3), b'{"cmd": "not_a_tensor", "params": "a"}', "bad_result"),
     "reply_with_quote": (nothing, b'{"cmd": "hello", "params": "say \\"hi\\""}', "unsafe_reply"),
-    "reply_not_ascii": (nothing, '{"cmd": "hi", "params": "w\u00f6rld"}'.encode(), "unsafe_reply"),
+    "reply_with_control": (nothing, b'{"cmd": "hi", "params": "tab\\there"}', "unsafe_reply"),
+    "reply_with_c1_control": (nothing, b'{"cmd": "hi", "params": "\\u0085"}', "unsafe_reply"),
+    "reply_lone_surrogate": (nothing, b'{"cmd": "hi", "params": "\\ud800"}', "unsafe_reply"),
     "params_too_long": (
         nothing,
         b'{"cmd": "hello", "params": "' + b"x" * 257 + b'"}',

@@ -94,7 +94,7 @@ def take_response(d: Path, timeout_s: float = DEADLINE_S) -> str:
     """Wait for response.json, read and delete it (read then burn); return its text."""
     path = d / "response.json"
     wait_for(path.exists, timeout_s, f"{path}")
-    text = path.read_text()
+    text = path.read_bytes().decode("utf-8")
     path.unlink()
     return text
 
