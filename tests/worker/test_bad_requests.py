@@ -58,6 +58,8 @@ GOOD_HEADER = tsr.to_bytes(torch.ones(4, 4).numpy())
 RELU_A = b'{"cmd": "relu", "params": "a"}'
 INVALID = "invalid_input"
 COUNT = "wrong_input_count"
+FAILED = "computation_failed"
+OOM = "out_of_memory"
 
 CASES: dict[str, tuple[Setup, bytes, str]] = {
     # label: (setup, request bytes, expected error code)
@@ -105,10 +107,31 @@ CASES: dict[str, tuple[Setup, bytes, str]] = {
         "request_too_large",
     ),
     "input_too_large": (tensor("a", 300, 300), RELU_A, "input_too_large"),
+    # results C++ cannot read, or that the codec cannot store for a non-TSR reason
+    "result_empty": (tensor("a", 0, 3), RELU_A, "bad_result"),
+    "result_sparse": (tensor("a", 3), b'{"cmd": "sparse_result", "params": "a"}', "bad_result"),
+    "result_meta": (tensor("a", 3), b'{"cmd": "meta_result", "params": "a"}', "bad_result"),
+    "result_too_large": (
+        tensor("a", 200, 200),  # 160 KB in, under the input limit; over the result limit
+        b'{"cmd": "ones_like", "params": "a"}',
+        "result_too_large",
+    ),
+    # commands that do not return normally
+    "command_keyboard_interrupt": (nothing, b'{"cmd": "interrupt", "params": "x"}', FAILED),
+    "command_system_exit": (nothing, b'{"cmd": "sys_exit", "params": "x"}', FAILED),
+    "command_out_of_memory": (tensor("a", 3), b'{"cmd": "huge", "params": "a"}', OOM),
+    "command_memory_error": (nothing, b'{"cmd": "no_memory", "params": ""}', OOM),
 }
 
 
-OPENS_INPUTS = {"invalid_input", "input_too_large", "computation_failed", "bad_result"}
+OPENS_INPUTS = {
+    "invalid_input",
+    "input_too_large",
+    "computation_failed",
+    "bad_result",
+    "out_of_memory",
+    "result_too_large",
+}
 
 
 def check_answer_once(d: Path, text: str, code: str) -> dict[str, object]:
@@ -126,11 +149,13 @@ def check_answer_once(d: Path, text: str, code: str) -> dict[str, object]:
 @pytest.mark.parametrize("label", list(CASES))
 def test_bad_request_then_good_one(shared: WorkerProc, sdir: Path, label: str) -> None:
     setup, request, code = CASES[label]
+    traces = shared.log_text().count("Traceback")
     setup(sdir)
     wait_for(lambda: not (sdir / "request.json").exists())
     send(sdir, request)
     check_answer_once(sdir, take_response(sdir), code)
     wait_for(lambda: f"failed: {code}" in shared.log_text(), 5, "log line")
+    assert shared.log_text().count("Traceback") == traces, "logged as the worker's own fault"
     for tag in ("a", "b"):
         if code in OPENS_INPUTS:
             assert not (sdir / f"{tag}.tsr").exists(), "every input opened is removed"

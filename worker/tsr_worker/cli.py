@@ -45,16 +45,20 @@ from .config import (
     resolve_workspace,
     session_dir,
 )
+from .sessiondir import DirectoryBusyError
 from .signals import SIGNALS
 
 __all__ = ["build_parser", "load_commands", "main", "write_launcher"]
 
+EXIT_BUSY = 3
+"""Exit status when another worker already serves the session directory."""
 LOG_FORMAT = "%(asctime)s tsr-worker[%(process)d] %(levelname)s %(message)s"
 _LIMIT_OPTIONS = {
     "max_request_bytes": "largest request.json, bytes",
     "max_params_chars": "longest params, characters",
     "max_input_bytes": "largest input .tsr file, bytes",
     "max_inputs": "most tensor tags in one request",
+    "max_result_bytes": "largest result .tsr file, bytes",
 }
 
 
@@ -310,6 +314,9 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
         signal.signal(sig, on_signal)
     try:
         worker.run()
+    except DirectoryBusyError as exc:
+        print(f"tsr-worker: {exc.strerror}", file=sys.stderr)
+        return EXIT_BUSY
     except OSError as exc:
         print(f"tsr-worker: {exc}", file=sys.stderr)
         return 1
