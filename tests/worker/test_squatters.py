@@ -76,7 +76,8 @@ def test_a_squatted_response_name_is_cleared_and_answered(
         SQUATS[squat](served / "response.json")
     (served / "request.tmp").write_text('{"cmd": "hi", "params": "through"}')
     os.replace(served / "request.tmp", served / "request.json")
-    wait_for((served / "response.json").is_file, 10, "the answer")
+    response = served / "response.json"
+    wait_for(lambda: response.is_file() and not response.is_symlink(), 10, "the answer")
     assert json.loads(take_response(served))["params"] == "Hi Through"
     assert outside.read_text() == "untouched"
     if squat == "full_directory":  # moved aside, content kept
