@@ -19,7 +19,7 @@ from tsr_worker.waiting import inotify_available
 import tsr
 import tsr.torch
 
-from .worker_helpers import WorkerProc, ask, send, take_response, wait_for
+from .worker_helpers import WorkerProc, ask, send, spawn, take_response, wait_for
 
 torch = pytest.importorskip("torch")
 
@@ -259,3 +259,37 @@ def test_unremovable_request_is_answered_once_in_both_modes(tmp_path: Path, wait
     finally:
         worker.stop()
         thread.join(10)
+
+
+def test_a_request_the_worker_has_no_memory_for_is_out_of_memory(tmp_path: Path) -> None:
+    """A 30 MB request the worker has no memory for (its address space capped with
+    prlimit after start-up: loading the input or computing the result cannot allocate)
+    is answered out_of_memory, logged without a trace as a fault of the worker's own;
+    with memory back, it serves on."""
+    resource = pytest.importorskip("resource")
+    if not hasattr(resource, "prlimit"):
+        pytest.skip("no prlimit")
+    d = tmp_path / "s"
+    w = spawn(d, "--max-input-bytes", str(64 << 20), preload=True)
+    try:
+        tsr.torch.save(d / "a.tsr", torch.ones(3))
+        assert ask(d, RELU_A)["params"] == "r"  # torch loaded, warm
+        vm_kib = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{w.proc.pid}/status").read_text().splitlines()
+            if line.startswith("VmSize:")
+        )
+        tsr.torch.save(d / "a.tsr", torch.ones(7_500_000))  # 30 MB
+        soft, hard = resource.prlimit(w.proc.pid, resource.RLIMIT_AS)
+        resource.prlimit(w.proc.pid, resource.RLIMIT_AS, (vm_kib * 1024 + (1 << 20), hard))
+        try:
+            reply = ask(d, RELU_A)
+        finally:
+            resource.prlimit(w.proc.pid, resource.RLIMIT_AS, (soft, hard))
+        assert reply["error"]["code"] == "out_of_memory", reply
+        assert "Traceback" not in w.log_text()
+        assert not (d / "a.tsr").exists()
+        tsr.torch.save(d / "a.tsr", torch.ones(3))
+        assert ask(d, RELU_A)["params"] == "r"
+    finally:
+        w.kill()
