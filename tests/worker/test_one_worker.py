@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from tsr_worker import Worker, WorkerConfig, sessiondir
 from tsr_worker.cli import EXIT_BUSY
 from tsr_worker.sessiondir import LOCK_NAME, DirectoryBusyError
 
-from .worker_helpers import ask, read_status, send, spawn, take_response, tree, wait_for
+from .worker_helpers import ask, read_status, send, serving, spawn, take_response, tree, wait_for
 
 
 def test_second_worker_is_refused_and_the_first_keeps_serving(tmp_path: Path) -> None:
@@ -55,13 +54,6 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
         second.kill()
 
 
-def _run(worker: Worker) -> threading.Thread:
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    wait_for(lambda: worker.waiter_name != "", what="worker running")
-    return thread
-
-
 @pytest.mark.parametrize("how", ["directory", "lock file"])
 def test_in_process_second_worker_raises_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
@@ -74,33 +66,24 @@ def test_in_process_second_worker_raises_busy(
 
         monkeypatch.setattr(sessiondir, "_try_lock", no_directory_locks)
     d = tmp_path / "s"
-    first = Worker(WorkerConfig(str(d), client_pid=0, preload=False))
-    thread = _run(first)
-    try:
+    config = WorkerConfig(str(d), client_pid=0, preload=False)
+    with serving(config):
         assert (d / LOCK_NAME).exists() == (how == "lock file")
         before = tree(d)
         with pytest.raises(DirectoryBusyError) as info:
-            Worker(WorkerConfig(str(d), client_pid=0, preload=False)).run()
+            Worker(config).run()
         assert info.value.holder == os.getpid()
         assert tree(d) == before
         assert ask(d, '{"cmd": "hi", "params": "still"}')["params"] == "Hi Still"
-    finally:
-        first.stop()
-        thread.join(10)
-    again = Worker(WorkerConfig(str(d), client_pid=0, preload=False))  # released on leaving
-    thread = _run(again)
-    again.stop()
-    thread.join(10)
+    with serving(config) as again:  # released on leaving
+        assert again.waiter_name
 
 
 @pytest.fixture
 def inproc(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "s"
-    worker = Worker(WorkerConfig(str(d), client_pid=0, preload=False, idle_timeout_s=0))
-    thread = _run(worker)
-    yield d
-    worker.stop()
-    thread.join(10)
+    with serving(WorkerConfig(str(d), client_pid=0, preload=False, idle_timeout_s=0)):
+        yield d
 
 
 def wait_response(d: Path, timeout_s: float) -> str | None:

@@ -5,17 +5,16 @@ seen (polling), not before it has been unchanged for the settle time."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tsr_worker import Worker, WorkerConfig
+from tsr_worker import WorkerConfig
 from tsr_worker.config import WaitMode
 from tsr_worker.waiting import inotify_available
 
-from .worker_helpers import read_status, spawn, take_response, wait_for
+from .worker_helpers import read_status, serving, spawn, take_response, wait_for
 
 
 def in_place(d: Path, parts: list[str], pause_s: float) -> None:
@@ -32,13 +31,8 @@ def in_place(d: Path, parts: list[str], pause_s: float) -> None:
 def worker_in(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     wait, settle_s = request.param
     d = tmp_path / "s"
-    w = Worker(WorkerConfig(str(d), client_pid=0, preload=False, wait=wait, settle_s=settle_s))
-    thread = threading.Thread(target=w.run, daemon=True)
-    thread.start()
-    wait_for(lambda: w.waiter_name != "")
-    yield d
-    w.stop()
-    thread.join(10)
+    with serving(WorkerConfig(str(d), client_pid=0, preload=False, wait=wait, settle_s=settle_s)):
+        yield d
 
 
 @pytest.mark.parametrize("worker_in", [("poll", 0.6)], indirect=True)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tsr_worker import Worker, WorkerConfig
+from tsr_worker import WorkerConfig
 
-from .worker_helpers import ask, read_status, take_response, wait_for
+from .worker_helpers import ask, read_status, serving, take_response, wait_for
 
 Squat = Callable[[Path], None]
 
@@ -45,13 +44,8 @@ SQUATS: dict[str, Squat] = {
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "s"
-    worker = Worker(WorkerConfig(str(d), client_pid=0, preload=False, idle_timeout_s=0))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    wait_for(lambda: worker.waiter_name != "")
-    yield d
-    worker.stop()
-    thread.join(10)
+    with serving(WorkerConfig(str(d), client_pid=0, preload=False, idle_timeout_s=0)):
+        yield d
 
 
 @pytest.mark.parametrize("name", ["response.tmp", "status.tmp"])
