@@ -130,3 +130,24 @@ def test_a_request_with_the_same_inode_and_times_is_new(inproc: Path) -> None:
         assert json.loads(take_response(d, 10))["params"] == "Hi Again"
     assert keep.stat().st_ino == st.st_ino and read_status(d) == "running"
     send(d, '{"cmd": "exit"}')
+
+
+def test_a_handler_raising_keyboard_interrupt_is_answered(tmp_path: Path) -> None:
+    """A user's server (the compat handler) raising KeyboardInterrupt or SystemExit gets
+    its one answer, computation_failed; the worker serves on."""
+    from tsr_worker import protocol
+    from tsr_worker.worker import _Answer
+
+    def handler(request: protocol.Request) -> _Answer:
+        if request.params == "interrupt":
+            raise KeyboardInterrupt
+        if request.params == "exit":
+            raise SystemExit(1)
+        return _Answer(request.name, "fine")
+
+    d = tmp_path / "s"
+    with serving(WorkerConfig(str(d), client_pid=0, preload=False), handler=handler):
+        for params in ("interrupt", "exit"):
+            reply = ask(d, json.dumps({"cmd": "x", "params": params}))
+            assert reply["error"]["code"] == "computation_failed", reply
+        assert ask(d, '{"cmd": "x", "params": "ok"}')["params"] == "fine"

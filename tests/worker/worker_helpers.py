@@ -136,12 +136,12 @@ def ctx_switches(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def serving(config: Any) -> Iterator[Any]:
-    """An in-process :class:`tsr_worker.Worker` for ``config`` on a thread, running (its
-    waiter set up, ``running`` written) for the block; stopped and joined after it."""
+def serving(config: Any, **kwargs: Any) -> Iterator[Any]:
+    """An in-process :class:`tsr_worker.Worker` for ``config`` (``kwargs`` go to it) on a
+    thread, running (waiter set up, ``running`` written) for the block; stopped after."""
     from tsr_worker import Worker
 
-    worker = Worker(config)
+    worker = Worker(config, **kwargs)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:

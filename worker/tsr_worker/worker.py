@@ -379,7 +379,11 @@ class Worker:
             log.info("exit requested")
             return ExitReason.EXIT_COMMAND
         started = time.perf_counter()
-        answer = self._execute(request)
+        try:
+            answer = self._execute(request)
+        except Exception as exc:  # a bug of ours: the request is taken, so still answer it
+            log.exception("internal error on %r", request)
+            answer = _failure("", ErrorInfo(ErrorCode.INTERNAL_ERROR.value, _describe(exc)))
         log.debug(
             "%s %r -> %r in %.2f ms",
             request.cmd,
@@ -444,6 +448,8 @@ class Worker:
                 answer = self._run_tensors(known, request.params)
         except ProtocolError as exc:
             answer = _failure(reply_cmd, exc.info)
+        except (KeyboardInterrupt, SystemExit) as exc:  # from a handler (a user's server)
+            answer = _failure(reply_cmd, _command_failed(exc).info)
         except Exception as exc:
             if _is_out_of_memory(exc):  # not our fault: no trace, its own code
                 info = ErrorInfo(ErrorCode.OUT_OF_MEMORY.value, _describe(exc))
