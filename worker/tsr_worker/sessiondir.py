@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from typing import BinaryIO
 
@@ -250,7 +249,7 @@ class SessionDir:
 
     def temp_name(self, name: str) -> str:
         """A fresh hidden name beside ``name`` that no client can predict (and so squat)."""
-        return f".{name}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
+        return f".{name}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
 
     def write_atomic(self, name: str, data: bytes) -> None:
         """Write ``data`` to a fresh temporary name and rename it over ``name``.
@@ -294,7 +293,7 @@ class SessionDir:
         try:
             os.rmdir(name, dir_fd=self.fd)
         except OSError:
-            aside = f".{name}.moved-{secrets.token_hex(6)}"
+            aside = f".{name}.moved-{os.urandom(6).hex()}"
             os.rename(name, aside, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
     def unlink(
