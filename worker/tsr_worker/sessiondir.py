@@ -18,6 +18,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from typing import BinaryIO
 
 import tsr_platform
@@ -337,6 +338,8 @@ class SessionDir:
 def _try_lock(fd: int) -> bool | None:
     """An exclusive, non-blocking ``flock`` on ``fd``: True if taken, False if another
     open file holds it, None if this system or filesystem cannot lock it."""
+    if sys.platform == "win32":  # no flock: see tsr_platform for the Windows side
+        return None
     try:
         import fcntl
     except ImportError:  # not POSIX
@@ -353,6 +356,8 @@ def _try_lock(fd: int) -> bool | None:
 def _lock_holder(st: os.stat_result) -> int | None:
     """The pid holding a lock on the file ``st`` describes, from ``/proc/locks`` (Linux;
     None where unknown)."""
+    if sys.platform == "win32":
+        return None
     want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
