@@ -306,7 +306,7 @@ def finish_driver(proc: subprocess.Popen[bytes], log: Path, *, timeout: float = 
         if proc.returncode is None:
             proc.kill()
             proc.wait()
-    return parse_driver_output(proc.returncode, log.read_text(errors="replace"))
+    return parse_driver_output(proc.returncode, log.read_text("utf-8", errors="replace"))
 
 
 def pids_running(marker: str) -> list[int]:

@@ -127,6 +127,7 @@ def test_text_commands(runs: dict[str, LayoutRuns], layout: str) -> None:
     texts = runs[layout].full.texts
     assert texts["hello"] == "Hello World"
     assert texts["hi"] == "Hi World"
+    assert texts["hello_utf8"] == "Hello W\u00f6rld"  # UTF-8 reaches C++ intact
     # The client returns params raw, without unescaping, up to the first unescaped quote.
     # A reply whose text has a quote is therefore either refused by the worker ("invalid")
     # or must come through whole (escaped), never cut short at the quote.

@@ -14,6 +14,7 @@ SHARED_LIMITS = (
     "--max-params-chars", "256",
     "--max-input-bytes", "300000",
     "--max-inputs", "4",
+    "--max-result-bytes", "100000",
 )  # fmt: skip
 """Small limits on the shared worker, so that each breach is cheap to provoke."""
 

@@ -49,3 +49,45 @@ def nap(params: str) -> str:
 def fail(params: str) -> str:
     """Always raises."""
     raise RuntimeError(f"asked to fail: {params}")
+
+
+@command("sparse_result", inputs=1)
+def sparse_result(x: Tensor) -> Tensor:
+    """A sparse result: the codec cannot store it (``.numpy()`` raises TypeError)."""
+    return x.to_sparse()
+
+
+@command("meta_result", inputs=1)
+def meta_result(x: Tensor) -> Tensor:
+    """A result with no data at all (a meta tensor)."""
+    import torch
+
+    return torch.empty(x.shape, device="meta")
+
+
+@command("interrupt")
+def interrupt(params: str) -> str:
+    """Raises KeyboardInterrupt, as a command interrupted by hand would."""
+    raise KeyboardInterrupt(params)
+
+
+@command("sys_exit")
+def sys_exit(params: str) -> str:
+    """Calls sys.exit()."""
+    import sys
+
+    sys.exit(3)
+
+
+@command("huge", inputs=1)
+def huge(x: Tensor) -> Tensor:
+    """Asks torch for 4 PiB (the CPU allocator refuses: RuntimeError, out of memory)."""
+    import torch
+
+    return torch.empty(1 << 50, dtype=torch.uint8)
+
+
+@command("no_memory")
+def no_memory(params: str) -> str:
+    """Raises MemoryError."""
+    raise MemoryError

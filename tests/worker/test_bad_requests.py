@@ -19,7 +19,7 @@ from tsr_worker.waiting import inotify_available
 import tsr
 import tsr.torch
 
-from .worker_helpers import WorkerProc, ask, send, take_response, wait_for
+from .worker_helpers import WorkerProc, ask, send, spawn, take_response, wait_for
 
 torch = pytest.importorskip("torch")
 
@@ -58,6 +58,8 @@ GOOD_HEADER = tsr.to_bytes(torch.ones(4, 4).numpy())
 RELU_A = b'{"cmd": "relu", "params": "a"}'
 INVALID = "invalid_input"
 COUNT = "wrong_input_count"
+FAILED = "computation_failed"
+OOM = "out_of_memory"
 
 CASES: dict[str, tuple[Setup, bytes, str]] = {
     # label: (setup, request bytes, expected error code)
@@ -91,7 +93,9 @@ CASES: dict[str, tuple[Setup, bytes, str]] = {
     "result_float64": (tensor("a", 3), b'{"cmd": "as_double", "params": "a"}', "bad_result"),
     "result_not_tensor": (tensor("a", 3), b'{"cmd": "not_a_tensor", "params": "a"}', "bad_result"),
     "reply_with_quote": (nothing, b'{"cmd": "hello", "params": "say \\"hi\\""}', "unsafe_reply"),
-    "reply_not_ascii": (nothing, '{"cmd": "hi", "params": "w\u00f6rld"}'.encode(), "unsafe_reply"),
+    "reply_with_control": (nothing, b'{"cmd": "hi", "params": "tab\\there"}', "unsafe_reply"),
+    "reply_with_c1_control": (nothing, b'{"cmd": "hi", "params": "\\u0085"}', "unsafe_reply"),
+    "reply_lone_surrogate": (nothing, b'{"cmd": "hi", "params": "\\ud800"}', "unsafe_reply"),
     "params_too_long": (
         nothing,
         b'{"cmd": "hello", "params": "' + b"x" * 257 + b'"}',
@@ -103,10 +107,31 @@ CASES: dict[str, tuple[Setup, bytes, str]] = {
         "request_too_large",
     ),
     "input_too_large": (tensor("a", 300, 300), RELU_A, "input_too_large"),
+    # results C++ cannot read, or that the codec cannot store for a non-TSR reason
+    "result_empty": (tensor("a", 0, 3), RELU_A, "bad_result"),
+    "result_sparse": (tensor("a", 3), b'{"cmd": "sparse_result", "params": "a"}', "bad_result"),
+    "result_meta": (tensor("a", 3), b'{"cmd": "meta_result", "params": "a"}', "bad_result"),
+    "result_too_large": (
+        tensor("a", 200, 200),  # 160 KB in, under the input limit; over the result limit
+        b'{"cmd": "ones_like", "params": "a"}',
+        "result_too_large",
+    ),
+    # commands that do not return normally
+    "command_keyboard_interrupt": (nothing, b'{"cmd": "interrupt", "params": "x"}', FAILED),
+    "command_system_exit": (nothing, b'{"cmd": "sys_exit", "params": "x"}', FAILED),
+    "command_out_of_memory": (tensor("a", 3), b'{"cmd": "huge", "params": "a"}', OOM),
+    "command_memory_error": (nothing, b'{"cmd": "no_memory", "params": ""}', OOM),
 }
 
 
-OPENS_INPUTS = {"invalid_input", "input_too_large", "computation_failed", "bad_result"}
+OPENS_INPUTS = {
+    "invalid_input",
+    "input_too_large",
+    "computation_failed",
+    "bad_result",
+    "out_of_memory",
+    "result_too_large",
+}
 
 
 def check_answer_once(d: Path, text: str, code: str) -> dict[str, object]:
@@ -124,11 +149,13 @@ def check_answer_once(d: Path, text: str, code: str) -> dict[str, object]:
 @pytest.mark.parametrize("label", list(CASES))
 def test_bad_request_then_good_one(shared: WorkerProc, sdir: Path, label: str) -> None:
     setup, request, code = CASES[label]
+    traces = shared.log_text().count("Traceback")
     setup(sdir)
     wait_for(lambda: not (sdir / "request.json").exists())
     send(sdir, request)
     check_answer_once(sdir, take_response(sdir), code)
     wait_for(lambda: f"failed: {code}" in shared.log_text(), 5, "log line")
+    assert shared.log_text().count("Traceback") == traces, "logged as the worker's own fault"
     for tag in ("a", "b"):
         if code in OPENS_INPUTS:
             assert not (sdir / f"{tag}.tsr").exists(), "every input opened is removed"
@@ -232,3 +259,37 @@ def test_unremovable_request_is_answered_once_in_both_modes(tmp_path: Path, wait
     finally:
         worker.stop()
         thread.join(10)
+
+
+def test_a_request_the_worker_has_no_memory_for_is_out_of_memory(tmp_path: Path) -> None:
+    """A 30 MB request the worker has no memory for (its address space capped with
+    prlimit after start-up: loading the input or computing the result cannot allocate)
+    is answered out_of_memory, logged without a trace as a fault of the worker's own;
+    with memory back, it serves on."""
+    resource = pytest.importorskip("resource")
+    if not hasattr(resource, "prlimit"):
+        pytest.skip("no prlimit")
+    d = tmp_path / "s"
+    w = spawn(d, "--max-input-bytes", str(64 << 20), preload=True)
+    try:
+        tsr.torch.save(d / "a.tsr", torch.ones(3))
+        assert ask(d, RELU_A)["params"] == "r"  # torch loaded, warm
+        vm_kib = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{w.proc.pid}/status").read_text().splitlines()
+            if line.startswith("VmSize:")
+        )
+        tsr.torch.save(d / "a.tsr", torch.ones(7_500_000))  # 30 MB
+        soft, hard = resource.prlimit(w.proc.pid, resource.RLIMIT_AS)
+        resource.prlimit(w.proc.pid, resource.RLIMIT_AS, (vm_kib * 1024 + (1 << 20), hard))
+        try:
+            reply = ask(d, RELU_A)
+        finally:
+            resource.prlimit(w.proc.pid, resource.RLIMIT_AS, (soft, hard))
+        assert reply["error"]["code"] == "out_of_memory", reply
+        assert "Traceback" not in w.log_text()
+        assert not (d / "a.tsr").exists()
+        tsr.torch.save(d / "a.tsr", torch.ones(3))
+        assert ask(d, RELU_A)["params"] == "r"
+    finally:
+        w.kill()

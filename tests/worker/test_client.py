@@ -102,6 +102,22 @@ def test_start_failure_is_reported(tmp_path: Path) -> None:
         s.start()
 
 
+@pytest.mark.parametrize("python", ["/nonexistent/python3", "/etc/hostname"])
+def test_an_interpreter_that_cannot_run_is_reported(tmp_path: Path, python: str) -> None:
+    s = Session("bad", workspace=str(tmp_path), python=python)
+    with s, pytest.raises(SessionError, match=f"cannot run the worker with python='{python}'"):
+        s.start()
+
+
+def test_a_second_session_on_a_served_directory_is_refused(tmp_path: Path) -> None:
+    with Session("one", workspace=str(tmp_path)) as a:
+        a.start()
+        b = Session("one", workspace=str(tmp_path))
+        with pytest.raises(SessionError, match="exited with status 3"):
+            b.start()
+        assert a.fetch_response('{"cmd": "hi", "params": "still"}') == "Hi Still"
+
+
 def test_two_sessions_at_once(tmp_path: Path) -> None:
     a = Session("one", workspace=str(tmp_path), poll="tight", worker_args=["--threads", "1"])
     b = Session("two", workspace=str(tmp_path), poll="tight", worker_args=["--threads", "1"])

@@ -84,11 +84,32 @@ def test_legacy_plain_text_request(sdir: Path) -> None:
         ('{"cmd": "HeLLo", "params": "big wide world"}', "Hello Big Wide World"),
         ('{"cmd": "hello"}', "Hello "),
         ("hello world", "Hello World"),
+        # UTF-8 is delivered as UTF-8, unescaped, as the upstream worker does
+        ('{"cmd": "hello", "params": "w\u00f6rld"}', "Hello W\u00f6rld"),
+        (
+            '{"cmd": "hello", "params": "h\u00e9las \u65e5\u672c \u2713"}',
+            "Hello H\u00e9las \u65e5\u672c \u2713",
+        ),
+        ("hello w\u00f6rld".encode(), "Hello W\u00f6rld"),
     ],
 )
-def test_text_commands(sdir: Path, msg: str, reply: str) -> None:
-    answer = ask(sdir, msg)
+def test_text_commands(sdir: Path, msg: str | bytes, reply: str) -> None:
+    wait_for(lambda: not (sdir / "request.json").exists())
+    send(sdir, msg)
+    raw = take_response(sdir).encode("utf-8")
+    assert cpp_read_params_bytes(raw) == reply.encode("utf-8"), raw  # what C++ gets
+    answer = json.loads(raw)
     assert answer["params"] == reply and "error" not in answer
+
+
+def cpp_read_params_bytes(data: bytes) -> bytes:
+    """The C++ reader, on bytes: after the first ``"params":``, the next ``"``, up to the
+    next ``"`` not preceded by a backslash, no unescaping."""
+    start = data.index(b'"', data.index(b'"params":') + 9) + 1
+    end = start
+    while data[end : end + 1] != b'"' or data[end - 1 : end] == b"\\":
+        end += 1
+    return data[start:end]
 
 
 UNARY: dict[str, Callable[[Tensor], Tensor]] = {

@@ -302,9 +302,10 @@ def test_input_shorter_than_its_header_is_read_again(pair: tuple[Path, Path, Pat
         start = time.monotonic()
         reply = ask(far, '{"cmd": "relu", "params": "x"}')
         took = time.monotonic() - start
-        assert reply["error"]["code"] == "invalid_input" and "(after 3.0 s)" in reply["error"][
-            "message"
-        ], reply
+        assert (
+            reply["error"]["code"] == "invalid_input"
+            and "(after 3.0 s)" in reply["error"]["message"]
+        ), reply
         assert 2.5 < took < 10, took
         time.sleep(0.3)
         assert not (far / "response.json").exists() and not (far / "x.tsr").exists()

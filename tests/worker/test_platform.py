@@ -43,10 +43,10 @@ def test_without_dir_fd_the_session_directory_works_by_path(
 
 
 def test_path_session_dir_reads_writes_and_removes(pdir: PathSessionDir) -> None:
-    pdir.write_atomic("status.txt", "status.txt.tmp", b"ready")
+    pdir.write_atomic("status.txt", b"ready")
     assert pdir.read_text("status.txt") == "ready"
     assert not os.path.exists(pdir.proc_path("status.txt.tmp"))
-    pdir.write_atomic("status.txt", "status.txt.tmp", b"busy")  # over an existing file
+    pdir.write_atomic("status.txt", b"busy")  # over an existing file
     data, st = pdir.read_small("status.txt", 100)
     assert data == b"busy" and pdir.exists("status.txt") and pdir.present("status.txt")
     with pytest.raises(sessiondir.TooLargeError):
@@ -102,7 +102,7 @@ def test_a_directory_replaced_by_a_link_is_gone_and_not_written(
     os.symlink(target, pdir.path)
     assert pdir.gone()
     with pytest.raises(FileNotFoundError, match="removed or replaced"):
-        pdir.write_atomic("status.txt", "status.txt.tmp", b"ready")
+        pdir.write_atomic("status.txt", b"ready")
     with pytest.raises(FileNotFoundError):
         pdir.proc_path("r.tsr")
     assert os.listdir(target) == []

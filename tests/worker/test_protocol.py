@@ -105,17 +105,32 @@ def test_error_reply_puts_the_error_after_params() -> None:
     assert json.loads(text)["error"] == {"code": info.code, "message": info.message}
 
 
-SAFE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'))
+SAFE = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters='"\\')
+)  # any text but a quote, a backslash, control characters and lone surrogates
 
 
 @given(cmd=SAFE, params=SAFE, message=st.text())
 def test_the_cpp_reader_gets_params_back_exactly(cmd: str, params: str, message: str) -> None:
-    text = encode_reply(Reply(cmd, params, ErrorInfo("c", message))).decode("ascii")
+    data = encode_reply(Reply(cmd, params, ErrorInfo("c", message)))
+    text = data.decode("utf-8")
     assert cpp_read_params(text) == params
     assert json.loads(text)["params"] == params
+    # the C++ reader works on bytes: a UTF-8 sequence never holds a quote or a backslash
+    start = data.index(b'"', data.index(b'"params":') + 9) + 1
+    assert data[start : data.index(b'"', start)] == params.encode("utf-8")
+    assert data[data.index(b'"error"') :].isascii()  # the error member stays escaped
 
 
-@pytest.mark.parametrize("bad", ['say "hi"', "back\\slash", "new\nline", "tab\t", "\u00e9", "\x7f"])
+def test_utf8_reply_is_sent_unescaped() -> None:
+    data = encode_reply(Reply("hello", "Hello W\u00f6rld"))
+    assert data == '{"cmd": "hello", "params": "Hello W\u00f6rld"}'.encode()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ['say "hi"', "back\\slash", "new\nline", "tab\t", "\x00", "\x7f", "\x85", "\x9f", "\ud800"],
+)
 def test_reply_text_the_cpp_reader_would_mangle_is_refused(bad: str) -> None:
     with pytest.raises(ProtocolError) as info:
         check_reply_text(bad)

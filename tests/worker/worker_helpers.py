@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,7 @@ def take_response(d: Path, timeout_s: float = DEADLINE_S) -> str:
     """Wait for response.json, read and delete it (read then burn); return its text."""
     path = d / "response.json"
     wait_for(path.exists, timeout_s, f"{path}")
-    text = path.read_text()
+    text = path.read_bytes().decode("utf-8")
     path.unlink()
     return text
 
@@ -131,3 +133,20 @@ def ctx_switches(pid: int) -> int:
         if line.startswith("voluntary_ctxt_switches:"):
             return int(line.split()[1])
     raise AssertionError("no voluntary_ctxt_switches")
+
+
+@contextlib.contextmanager
+def serving(config: Any, **kwargs: Any) -> Iterator[Any]:
+    """An in-process :class:`tsr_worker.Worker` for ``config`` (``kwargs`` go to it) on a
+    thread, running (waiter set up, ``running`` written) for the block; stopped after."""
+    from tsr_worker import Worker
+
+    worker = Worker(config, **kwargs)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: worker.waiter_name != "", what="worker running")
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(10)

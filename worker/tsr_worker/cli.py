@@ -40,11 +40,22 @@ from collections.abc import Sequence
 from types import FrameType
 
 from . import protocol
-from .config import DEFAULT_IDLE_TIMEOUT_S, Limits, WorkerConfig, resolve_workspace, session_dir
+from .config import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    MAX_IDLE_TIMEOUT_S,
+    Limits,
+    WorkerConfig,
+    check_idle_timeout,
+    resolve_workspace,
+    session_dir,
+)
+from .sessiondir import DirectoryBusyError
 from .signals import SIGNALS
 
 __all__ = ["build_parser", "load_commands", "main", "write_launcher"]
 
+EXIT_BUSY = 3
+"""Exit status when another worker already serves the session directory."""
 LOG_FORMAT = "%(asctime)s tsr-worker[%(process)d] %(levelname)s %(message)s"
 _V3_DIR_RE = re.compile(r"python_session_id[0-9]+\Z")
 _LIMIT_OPTIONS = {
@@ -52,6 +63,7 @@ _LIMIT_OPTIONS = {
     "max_params_chars": "longest params, characters",
     "max_input_bytes": "largest input .tsr file, bytes",
     "max_inputs": "most tensor tags in one request",
+    "max_result_bytes": "largest result .tsr file, bytes",
 }
 
 
@@ -74,10 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-dir", help="serve this directory instead (overrides the above)")
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=_idle_seconds,
         metavar="S",
-        help="leave after S seconds without a request; 0: never "
-        f"(default {DEFAULT_IDLE_TIMEOUT_S:g})",
+        help=f"leave after S seconds without a request, at most {MAX_IDLE_TIMEOUT_S:g}; "
+        f"0: never (default {DEFAULT_IDLE_TIMEOUT_S:g})",
     )
     p.add_argument(
         "--client-pid",
@@ -135,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
         "tsr_worker.compat server) instead of the worker; only --workspace applies",
     )
     return p
+
+
+def _idle_seconds(text: str) -> float:
+    """``--idle-timeout``: a number of seconds, 0 to a week (inf, nan, 1e300 and negative
+    values are usage errors)."""
+    try:
+        return check_idle_timeout(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 0 (never) or a number of seconds up to {MAX_IDLE_TIMEOUT_S:g} "
+            "(a week)"
+        ) from None
 
 
 def load_commands(spec: str) -> None:
@@ -249,19 +273,9 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
     logging.basicConfig(
         level=(args.log_level or "warning").upper(), format=LOG_FORMAT, stream=sys.stderr
     )
-    if args.write_launcher:
-        if args.session_dir or args.client_pid is not None or args.session_id != "default":
-            parser.error("--write-launcher takes no session id, --session-dir or --client-pid")
-        if args.server:
-            return _write_server_launcher(parser, args)
-        written = write_launcher(args.write_launcher, _worker_options(args))
-        print(written)
-        return 0
-    if args.server:
-        parser.error("--server goes with --write-launcher")
-    if is_v3_session_path(args.session_id):
+    if is_v3_session_path(args.session_id) and not (args.write_launcher or args.server):
         return _serve_v3(parser, args, exit_process=exit_process)
-    try:
+    try:  # the same checks whether the worker runs now or from a launcher later
         limits = Limits(
             **{n: getattr(args, n) for n in _LIMIT_OPTIONS if getattr(args, n) is not None}
         )
@@ -280,6 +294,16 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if args.write_launcher:
+        if args.session_dir or args.client_pid is not None or args.session_id != "default":
+            parser.error("--write-launcher takes no session id, --session-dir or --client-pid")
+        if args.server:
+            return _write_server_launcher(parser, args)
+        written = write_launcher(args.write_launcher, _worker_options(args))
+        print(written)
+        return 0
+    if args.server:
+        parser.error("--server goes with --write-launcher")
     from .worker import ExitReason, Worker  # after argument errors, which need nothing of it
 
     worker = Worker(config)
@@ -294,6 +318,9 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
         signal.signal(sig, on_signal)
     try:
         worker.run()
+    except DirectoryBusyError as exc:
+        print(f"tsr-worker: {exc.strerror}", file=sys.stderr)
+        return EXIT_BUSY
     except OSError as exc:
         print(f"tsr-worker: {exc}", file=sys.stderr)
         return 1

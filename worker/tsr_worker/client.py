@@ -160,7 +160,13 @@ class Session:
             "--session-dir", self._dir, "--client-pid", str(os.getpid()),
             *self._worker_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        try:
+            self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        except OSError as exc:  # no such interpreter, not executable
+            raise SessionError(
+                f"cannot run the worker with python={self._python!r}: {exc.strerror}; pass "
+                "the path of a Python that has tsr installed (default: this one)"
+            ) from None
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         while self._status() != protocol.RUNNING:
             code = self.process.poll()

@@ -232,7 +232,8 @@ class TechRenaissanceServer:
 
         The answer is written when ``main_logic`` returns (results first). A request has
         one answer: a second call is dropped (logged). Text the C++ reader would not get
-        back unchanged (``"``, ``\\``, non-printable or non-ASCII) answers ``invalid``.
+        back unchanged (``"``, ``\\``, control characters; UTF-8 is fine) answers
+        ``invalid``.
         """
         self._require_request("write_response")
         if self._answered(f"write_response({command!r}, {parameters!r})"):

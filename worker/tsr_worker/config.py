@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,10 +11,13 @@ from .protocol import LAYOUTS, SESSION_PREFIX, ProtocolError, check_tag
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_SETTLE_S",
     "DEFAULT_WORKSPACE",
+    "MAX_IDLE_TIMEOUT_S",
     "Limits",
     "WaitMode",
     "WorkerConfig",
+    "check_idle_timeout",
     "resolve_workspace",
     "session_dir",
 ]
@@ -25,6 +29,16 @@ DEFAULT_IDLE_TIMEOUT_S = 12 * 3600.0
 """No request for this long ends the worker: long enough to outlast any plausible pause
 of a live client (an overnight training epoch between two checks), short enough that a
 worker whose client died unnoticed goes away the same day."""
+MAX_IDLE_TIMEOUT_S = 7 * 24 * 3600.0
+"""The longest idle time-out accepted (a week); 0 disables it instead. A finite bound keeps
+every wait a plain ``poll`` time-out (``poll`` takes at most 2**31 - 1 ms, 24.8 days)."""
+
+DEFAULT_SETTLE_S = 0.025
+"""A request file whose completion the worker could not see (written in place while
+polling, or there before the watch was set up) is read only once its size, modification
+and change time have not changed for this long: an in-place writer that pauses longer
+than this mid-request has its partial request read. A request renamed into place, or
+closed after writing under inotify, is read at once."""
 
 WaitMode = Literal["auto", "inotify", "poll", "upstream"]
 
@@ -42,11 +56,31 @@ class Limits:
     """Size of one input ``.tsr`` file, header included (``input_too_large``)."""
     max_inputs: int = 16
     """Tags in one request (``wrong_input_count``)."""
+    max_result_bytes: int = 1 << 30
+    """Size of one result ``.tsr`` file, header included, checked before it is written
+    (``result_too_large``)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_params_chars", "max_input_bytes", "max_inputs"):
+        for name in (
+            "max_request_bytes",
+            "max_params_chars",
+            "max_input_bytes",
+            "max_inputs",
+            "max_result_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def check_idle_timeout(seconds: float) -> float:
+    """Return ``seconds`` if it is a valid idle time-out (0 to :data:`MAX_IDLE_TIMEOUT_S`,
+    finite), else raise ``ValueError`` saying what is accepted."""
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_IDLE_TIMEOUT_S):
+        raise ValueError(
+            f"idle time-out must be 0 (never) or up to {MAX_IDLE_TIMEOUT_S:g} s (a week), "
+            f"got {seconds!r}"
+        )
+    return seconds
 
 
 def resolve_workspace(workspace: str | None = None) -> str:
@@ -92,13 +126,16 @@ class WorkerConfig:
     (inotify on local filesystems where available, else poll: :func:`tsr_worker.waiting.choose`)."""
     preload: bool = True
     """Import torch in a background thread at start-up (else on the first tensor request)."""
+    settle_s: float = DEFAULT_SETTLE_S
+    """A request whose completion was not seen is read once unchanged this long."""
     threads: int = 0
     """Torch intra-op threads (``torch.set_num_threads``); 0 keeps torch's default. A
     worker beside a busy C++ program computes more steadily with 1."""
 
     def __post_init__(self) -> None:
-        if self.idle_timeout_s < 0:
-            raise ValueError(f"idle_timeout_s must be >= 0, got {self.idle_timeout_s}")
+        check_idle_timeout(self.idle_timeout_s)
+        if not (math.isfinite(self.settle_s) and 0 <= self.settle_s <= 60):
+            raise ValueError(f"settle_s must be 0 to 60 s, got {self.settle_s!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.wait not in ("auto", "inotify", "poll", "upstream"):

@@ -87,7 +87,9 @@ class ErrorCode(str, Enum):
     INVALID_INPUT = "invalid_input"
     INPUT_TOO_LARGE = "input_too_large"
     COMPUTATION_FAILED = "computation_failed"
+    OUT_OF_MEMORY = "out_of_memory"
     BAD_RESULT = "bad_result"
+    RESULT_TOO_LARGE = "result_too_large"
     RESULT_UNWRITABLE = "result_unwritable"
     UNSAFE_REPLY = "unsafe_reply"
     UNAVAILABLE = "unavailable"
@@ -237,41 +239,44 @@ class Reply:
     error: ErrorInfo | None = None
 
 
-_UNSAFE_RE = re.compile(r'[^\x20-\x7e]|["\\]')
+_UNSAFE_RE = re.compile(r'["\\\x00-\x1f\x7f-\x9f\ud800-\udfff]')
+"""What ``params`` and ``cmd`` may not hold: a quote or a backslash (they end or bend the
+C++ reader's string), control characters (C0, DEL, C1) and lone surrogates (not UTF-8)."""
 
 
 def check_reply_text(text: str) -> str:
     """Return ``text`` if the C++ reader gets it back unchanged, else ``ProtocolError``.
 
-    The C++ client reads params up to the next ``"`` not preceded by ``\\`` and does not
-    unescape, so a reply's params may hold only printable ASCII other than ``"`` and
-    ``\\`` (code points 0x20 to 0x7E).
+    The C++ client takes the bytes of params up to the next ``"`` not preceded by ``\\``
+    and does not unescape. So a reply's params may hold any Unicode text, sent as UTF-8
+    (no byte of a multi-byte UTF-8 sequence is ``"`` or ``\\``), except ``"``, ``\\``,
+    control characters (U+0000 to U+001F, U+007F to U+009F) and lone surrogates.
     """
     bad = _UNSAFE_RE.search(text)
     if bad:
         raise ProtocolError(
             ErrorCode.UNSAFE_REPLY,
-            f"reply text has {bad.group()!r} at {bad.start()}: the C++ reader takes only "
-            'printable ASCII without " or \\ in params',
+            f"reply text has {bad.group()!r} at {bad.start()}: the C++ reader cannot take "
+            "a quote, a backslash, a control character or a lone surrogate in params",
         )
     return text
 
 
 def encode_reply(reply: Reply) -> bytes:
-    """The bytes of ``response.json`` for ``reply``.
+    """The bytes of ``response.json`` for ``reply`` (UTF-8).
 
     ``{"cmd": "<cmd>", "params": "<params>"}``, followed for an error by
     ``"error": {"code": ..., "message": ...}``. ``cmd`` and ``params`` are checked with
-    :func:`check_reply_text` (no ``"`` in ``cmd``), so the first ``"params":`` in
-    the file is the key and the C++ reader gets ``params`` back exactly;
-    everything after it is ordinary escaped JSON (ASCII).
+    :func:`check_reply_text` and written unescaped (non-ASCII text as UTF-8), so the first
+    ``"params":`` in the file is the key and the C++ reader gets ``params`` back exactly;
+    the ``error`` member after it is ordinary JSON, escaped to ASCII.
     """
-    check_reply_text(reply.cmd)
-    check_reply_text(reply.params)
-    obj: dict[str, object] = {"cmd": reply.cmd, "params": reply.params}
+    head = {"cmd": check_reply_text(reply.cmd), "params": check_reply_text(reply.params)}
+    text = json.dumps(head, ensure_ascii=False)
     if reply.error is not None:
-        obj["error"] = {"code": reply.error.code, "message": reply.error.message}
-    return json.dumps(obj, ensure_ascii=True).encode("ascii")
+        error = {"code": reply.error.code, "message": reply.error.message}
+        text = f'{text[:-1]}, "error": {json.dumps(error, ensure_ascii=True)}}}'
+    return text.encode("utf-8")
 
 
 def cpp_read_params(text: str) -> str:

@@ -18,20 +18,43 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from typing import BinaryIO
 
 import tsr_platform
 
-__all__ = ["NotRegularFileError", "PathSessionDir", "SessionDir", "TooLargeError", "identity"]
+__all__ = [
+    "LOCK_NAME",
+    "DirectoryBusyError",
+    "NotRegularFileError",
+    "PathSessionDir",
+    "SessionDir",
+    "TooLargeError",
+    "identity",
+]
+
+LOCK_NAME = ".tsr-worker.lock"
+"""The lock file, used only where the directory itself cannot be locked (NFS)."""
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_HOLD = getattr(os, "O_PATH", os.O_RDONLY | _O_NONBLOCK) | _O_NOFOLLOW | _O_CLOEXEC
+"""Open anything without reading it or side effects (``O_PATH``, Linux), else read-only."""
 
 
 class NotRegularFileError(OSError):
     """The name exists but is a symbolic link, a directory, a FIFO or a device."""
+
+
+class DirectoryBusyError(OSError):
+    """Another worker holds the session directory's lock; ``holder`` is its pid if known."""
+
+    def __init__(self, path: str, holder: int | None) -> None:
+        who = f"worker pid {holder}" if holder else "another worker"
+        super().__init__(errno.EBUSY, f"{path} is already served by {who}; not starting")
+        self.holder = holder
 
 
 class TooLargeError(OSError):
@@ -51,6 +74,7 @@ class SessionDir:
         """The directory's absolute path, as given at start-up."""
         self.fd = fd
         self._parent_fd = parent_fd
+        self._lock_fd: int | None = None
         st = os.fstat(fd)
         self._dev_ino = (st.st_dev, st.st_ino)
         self._proc = f"/proc/self/fd/{fd}"
@@ -89,6 +113,38 @@ class SessionDir:
             raise
         return cls(path, fd, parent_fd)
 
+    def lock(self) -> str:
+        """Take the worker lock of this directory, held until :meth:`close` (or the
+        process's death: the kernel drops it); return how it is held.
+
+        The lock is an exclusive ``flock`` on the directory's own descriptor: no file to
+        delete or replace, nothing written. Where directories cannot be locked (NFS
+        emulates ``flock`` with POSIX locks, which need a file open for writing), it is
+        an exclusive lock on :data:`LOCK_NAME` in the directory. Raises
+        :class:`DirectoryBusyError` if another worker holds it; returns ``"none"`` (and
+        serves unlocked) where no lock is available at all.
+        """
+        held = _try_lock(self.fd)
+        if held is True:
+            return "directory"
+        if held is False:
+            raise DirectoryBusyError(self.path, _lock_holder(os.fstat(self.fd)))
+        flags = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
+        try:
+            fd = os.open(LOCK_NAME, flags, 0o600, dir_fd=self.fd)
+        except OSError:
+            return "none"
+        held = _try_lock(fd)
+        if held is False:
+            holder = _lock_holder(os.fstat(fd))
+            os.close(fd)
+            raise DirectoryBusyError(self.path, holder)
+        if held is None:
+            os.close(fd)
+            return "none"
+        self._lock_fd = fd
+        return "lock file"
+
     def take_parent_fd(self) -> int | None:
         """The parent directory's descriptor, handed over once (the caller closes it)."""
         fd, self._parent_fd = self._parent_fd, None
@@ -96,12 +152,12 @@ class SessionDir:
 
     def close(self) -> None:
         """Close the descriptors (idempotent)."""
-        for fd in (self.fd, self._parent_fd):
+        for fd in (self._lock_fd, self.fd, self._parent_fd):
             if fd is not None and fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.fd = -1
-        self._parent_fd = None
+        self._parent_fd = self._lock_fd = None
 
     # ------------------------------------------------------------------ queries
 
@@ -192,34 +248,127 @@ class SessionDir:
 
     # ------------------------------------------------------------------ writing
 
-    def write_atomic(self, name: str, tmp_name: str, data: bytes) -> None:
-        """Write ``data`` to ``tmp_name`` (created afresh) and rename it over ``name``."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name, dir_fd=self.fd)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
-        fd = os.open(tmp_name, flags, 0o666, dir_fd=self.fd)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.rename(tmp_name, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+    def temp_name(self, name: str) -> str:
+        """A fresh hidden name beside ``name`` that no client can predict (and so squat)."""
+        return f".{name}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
 
-    def unlink(self, name: str, *, expect: os.stat_result | None = None) -> bool:
+    def write_atomic(self, name: str, data: bytes) -> None:
+        """Write ``data`` to a fresh temporary name and rename it over ``name``.
+
+        The temporary file is created exclusively under an unpredictable name, so no
+        file, directory, FIFO or link a client put anywhere can stand in its way. A
+        directory at ``name`` itself (which a rename cannot replace) is removed if empty,
+        else moved aside to a hidden name (:meth:`move_aside`); anything else there (a
+        link, a FIFO) is replaced, never followed.
+        """
+        tmp = self.temp_name(name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+        fd = os.open(tmp, flags, 0o666, dir_fd=self.fd)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            self.rename_in(tmp, name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=self.fd)
+            raise
+
+    def rename_in(self, src: str, name: str) -> None:
+        """Rename ``src`` over ``name``; a directory squatting ``name`` is cleared first
+        (:meth:`move_aside`). Raises ``OSError`` if ``name`` still cannot be replaced."""
+        try:
+            os.rename(src, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            self.move_aside(name)
+            os.rename(src, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def move_aside(self, name: str) -> None:
+        """Clear a directory squatting ``name``: removed if empty, else renamed to a hidden
+        ``.<name>.moved-<hex>`` (its content kept, the client's to remove)."""
+        try:
+            os.rmdir(name, dir_fd=self.fd)
+        except OSError:
+            aside = f".{name}.moved-{os.urandom(6).hex()}"
+            os.rename(name, aside, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def unlink(
+        self, name: str, *, expect: os.stat_result | None = None, held: bool = False
+    ) -> bool:
         """Remove ``name`` (a link itself, never its target); with ``expect``, only if
-        ``name`` is still that very file (:func:`identity`). True if something was
-        removed; False if not (gone already, replaced or rewritten, or not removable: a
-        directory, no permission)."""
+        ``name`` is still that very file: the same :func:`identity` (inode, type,
+        modification and change time), or with ``held`` (the caller holds ``expect``'s
+        file open, so its inode cannot have been handed to another file) the same inode.
+        True if something was removed; False if not (gone already, replaced or rewritten,
+        or not removable: a directory, no permission)."""
         try:
             if expect is not None:
                 st = self.lstat(name)
-                if st is None or identity(st) != identity(expect):
+                if st is None:
+                    return False
+                if held and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+                    return False
+                if not held and identity(st) != identity(expect):
                     return False
             os.unlink(name, dir_fd=self.fd)
         except OSError:
             return False
         return True
+
+    def hold(self, name: str, expect: os.stat_result) -> int | None:
+        """A descriptor holding the file ``name`` (any type, no link followed) while it
+        is the one ``expect`` describes, else None. Held open, its inode cannot be reused,
+        so ``(st_dev, st_ino)`` of the descriptor tells this file from any later one."""
+        try:
+            fd = os.open(name, _O_HOLD, dir_fd=self.fd)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+            os.close(fd)
+            return None
+        return fd
+
+
+def _try_lock(fd: int) -> bool | None:
+    """An exclusive, non-blocking ``flock`` on ``fd``: True if taken, False if another
+    open file holds it, None if this system or filesystem cannot lock it."""
+    if sys.platform == "win32":  # no flock: see tsr_platform for the Windows side
+        return None
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    except OSError:  # ENOLCK, EBADF (NFS on a directory), EINVAL, EOPNOTSUPP, ...
+        return None
+    return True
+
+
+def _lock_holder(st: os.stat_result) -> int | None:
+    """The pid holding a lock on the file ``st`` describes, from ``/proc/locks`` (Linux;
+    None where unknown)."""
+    if sys.platform == "win32":
+        return None
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if "->" not in fields and len(fields) >= 6 and fields[5] == want:
+                    pid = int(fields[4])
+                    return pid if pid > 0 else None
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def identity(st: os.stat_result) -> tuple[int, ...]:
@@ -351,29 +500,38 @@ class PathSessionDir(SessionDir):
             os.close(fd)
             raise
 
-    def write_atomic(self, name: str, tmp_name: str, data: bytes) -> None:
-        """Write ``data`` to ``tmp_name`` (created afresh) and rename it over ``name``."""
+    def write_atomic(self, name: str, data: bytes) -> None:
+        """Write ``data`` to a fresh temporary name and rename it over ``name``."""
         self._check_dir()
-        tmp = self._join(tmp_name)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp = self._join(self.temp_name(name))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | tsr_platform.O_BINARY
         fd = os.open(tmp, flags | tsr_platform.O_NOFOLLOW | tsr_platform.O_CLOEXEC, 0o666)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        self._check_dir()
-        tsr_platform.replace(tmp, self._join(name))
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            self._check_dir()
+            tsr_platform.replace(tmp, self._join(name))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
-    def unlink(self, name: str, *, expect: os.stat_result | None = None) -> bool:
+    def unlink(
+        self, name: str, *, expect: os.stat_result | None = None, held: bool = False
+    ) -> bool:
         """Remove ``name`` (see :meth:`SessionDir.unlink`)."""
         try:
             if expect is not None:
                 st = self.lstat(name)
-                if st is None or identity(st) != identity(expect):
+                if st is None:
+                    return False
+                if held and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+                    return False
+                if not held and identity(st) != identity(expect):
                     return False
             if self.gone():
                 return False

@@ -40,7 +40,7 @@ from .registry import DEFAULT, Registry
 from .sessiondir import SessionDir, TooLargeError, identity
 from .signals import signals_call
 from .waiting import StopPipe, Waiter, WakeKind
-from .worker import RECHECK_S, ExitReason, _describe, open_waiter, wake_exit
+from .worker import ExitReason, _describe, open_waiter, wake_exit
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +58,9 @@ log = logging.getLogger("tsr_worker")
 
 REQUEST = "request.json"
 RESPONSE = "response.json"
-RESPONSE_TMP = "response.tmp"
+RECHECK_S = 0.05
+"""A request that does not parse and was not seen complete is read again after this long
+before it is answered as malformed: its writer may still be writing it in place."""
 POLL_CAP_S = 0.05
 """Polling (network or FUSE filesystems, no inotify), a request is looked for at least
 this often even when idle: the client reads the response 100 ms after its request, and
@@ -292,7 +294,7 @@ class V3Loop:
         if not success:
             log.warning("request failed: %s", message)
         try:
-            self.dir.write_atomic(RESPONSE, RESPONSE_TMP, encode_response(success, message, result))
+            self.dir.write_atomic(RESPONSE, encode_response(success, message, result))
         except OSError as exc:
             log.error("cannot write %s: %s", RESPONSE, exc)
 
@@ -397,7 +399,7 @@ class RenaissanceServer:
         if d is None:
             (self.session_dir / name).write_text(text, encoding="utf-8")
         else:
-            d.write_atomic(name, name + ".tmp", text.encode("utf-8"))
+            d.write_atomic(name, text.encode("utf-8"))
 
     @contextlib.contextmanager
     def _open(self, name: str) -> Iterator[Any]:

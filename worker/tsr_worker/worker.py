@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import os
 import select
@@ -53,14 +54,14 @@ __all__ = ["ExitReason", "Worker"]
 
 log = logging.getLogger("tsr_worker")
 
-RECHECK_S = 0.05
-"""A request that does not parse and was not seen complete (closed after writing or
-renamed in) is read again after this long before it is answered as malformed: it may
-still be being written by a client that writes in place."""
 REMOTE_RECHECK_S = 3.0
 """On a network or FUSE filesystem an input shorter than its header declares is read again
 for this long before it is answered ``invalid_input``: attribute caches (FUSE 1 s, CIFS
 1 s by default) may show a file the far side has finished as still short."""
+TIMESTAMP_SLACK_S = 0.02
+"""How far a file's time stamps may lag the clock (the kernel stamps files with a coarse
+clock, one tick behind at most): a request is judged settled by its time stamps only if
+they are older than the settle time by this much more."""
 MAX_MESSAGE_CHARS = 1000
 
 
@@ -119,9 +120,9 @@ class Worker:
         # What the loop has to look at; all true at start (an initial scan).
         self._check_flag = self._check_status = self._request_hint = True
         self._request_complete = False  # request.json was seen fully written
-        self._recheck_at: float | None = None  # when to read a malformed request again
-        self._malformed_seen: tuple[int, int, int] | None = None  # (ino, size, mtime)
-        self._unremovable: tuple[int, ...] | None = None  # answered, could not be removed
+        self._recheck_at: float | None = None  # when to look at a settling request again
+        self._settling: tuple[tuple[int, ...], float] | None = None  # (signature, since)
+        self._held: _Held | None = None  # a request.json answered that cannot be removed
         self._last_request = time.monotonic()
 
     # ------------------------------------------------------------------ control
@@ -143,23 +144,40 @@ class Worker:
         except BaseException:
             client.close()
             raise
+        try:  # one worker per directory; a second one leaves without touching anything
+            lock = self._dir.lock()
+        except BaseException:
+            self._dir.close()
+            client.close()
+            self._stop.close()
+            raise
+        if lock == "none":
+            log.warning(
+                "%s cannot be locked here: a second worker would not be refused", self._dir.path
+            )
         reason = ExitReason.STOPPED
         waiter: Waiter | None = None
         try:
+            # Watch first, then announce: a request written after "running" is seen
+            # being written (and waited for) from its first byte.
+            waiter = self._make_waiter(client)
+            self._waiter = waiter
             if (self._dir.read_text(protocol.STATUS) or "").strip() != protocol.READY:
-                self._write_status(protocol.RUNNING)
+                try:
+                    self._write_status(protocol.RUNNING)
+                except OSError as exc:  # e.g. the directory removed meanwhile: the loop sees
+                    log.error("cannot write %s: %s", protocol.STATUS, exc)
+            self.waiter_name = waiter.name
             if self.config.preload:
                 self._preload_thread = threading.Thread(
                     target=self._preload, name="tsr-worker-preload", daemon=True
                 )
                 self._preload_thread.start()
-            waiter = self._make_waiter(client)
-            self._waiter = waiter
-            self.waiter_name = waiter.name
             log.info(
-                "serving %s (wait: %s, client pids: %s, idle timeout: %s s)",
+                "serving %s (wait: %s, lock: %s, client pids: %s, idle timeout: %s s)",
                 self._dir.path,
                 waiter.name,
+                lock,
                 list(client.pids) or "none",
                 self.config.idle_timeout_s or "off",
             )
@@ -171,6 +189,8 @@ class Worker:
                     self._write_status(protocol.TERMINATED)
             if waiter is not None:
                 waiter.close()
+            if self._held is not None:
+                self._held.close()
             client.close()
             self._dir.close()
             self._stop.close()
@@ -242,82 +262,112 @@ class Worker:
         if wake.kind is WakeKind.CHANGES:
             self._check_flag |= protocol.EXIT_FLAG in wake.names
             self._check_status |= protocol.STATUS in wake.names
-            if protocol.REQUEST in wake.writing and self._is_regular(protocol.REQUEST):
-                # a writer has it open: wait until it is closed
+            if protocol.REQUEST in wake.writing and self._being_written(protocol.REQUEST):
+                # created in place and still open: its writer's close will be seen
                 self._request_hint = self._request_complete = False
-                self._recheck_at = None
+                self._recheck_at = self._settling = None
             elif protocol.REQUEST in wake.names:
                 self._request_hint = True
                 self._request_complete = protocol.REQUEST in wake.complete
         return None
 
-    def _is_regular(self, name: str) -> bool:
+    def _being_written(self, name: str) -> bool:
+        """A regular file seen created and not yet closed. A hard link (created, never
+        opened) has more than one name: it is complete or settles like an unseen file."""
         st = self._dir.lstat(name)
-        return st is not None and stat.S_ISREG(st.st_mode)
+        return st is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 1
 
     # ------------------------------------------------------------------ one request
 
     def _take_request(self) -> ExitReason | None:
-        """Handle ``request.json`` if it is there; leaves ``_request_hint`` set if a
-        request was answered (there may be another)."""
+        """Serve ``request.json`` if it is there and complete; leaves ``_request_hint``
+        set if a request was answered (there may be another)."""
         complete, self._request_complete = self._request_complete, False
         self._request_hint = False
         found = self._dir.lstat(protocol.REQUEST)
         if found is None:
+            self._settling = None
             return None
-        if identity(found) == self._unremovable:
-            return None  # answered already; it stays until it changes
-        self._unremovable = None
-        answered, reason = self._serve(found, complete)
-        after = self._dir.lstat(protocol.REQUEST)
-        if answered and after is not None and identity(after) == identity(found):
-            log.error("%s cannot be removed; ignored until it changes", protocol.REQUEST)
-            self._unremovable = identity(after)
-            self._request_hint = False
-        return reason
+        if self._held is not None:
+            if self._held.answered(found):
+                return None  # answered already; it stays until it changes
+            self._held.close()
+            self._held = None
+        if stat.S_ISREG(found.st_mode) and not complete and not self._settled(found):
+            return None  # maybe still being written in place: look again shortly
+        self._settling = self._recheck_at = None
+        return self._serve(found)
 
-    def _serve(self, found: os.stat_result, complete: bool) -> tuple[bool, ExitReason | None]:
-        """Read, execute and answer the request file ``found``; (answered, exit reason)."""
+    def _settled(self, st: os.stat_result) -> bool:
+        """Whether a request file whose completion was not seen (polling, or there before
+        the watch) has been unchanged (inode, size, modification and change time) for
+        ``settle_s``: by its time stamps, or by two looks that far apart."""
+        settle = self.config.settle_s
+        signature = (*identity(st), st.st_size)
+        now = time.monotonic()
+        if self._settling is None or self._settling[0] != signature:
+            if _unchanged_for(st, settle):
+                return True
+            self._settling = (signature, now)
+        elif now >= self._settling[1] + settle:
+            return True
+        self._recheck_at = self._settling[1] + settle
+        return False
+
+    def _serve(self, found: os.stat_result) -> ExitReason | None:
+        """Consume the request file ``found``, then execute and answer it.
+
+        The request is removed from ``request.json`` before it is acted on, so a file
+        found there later is by construction another request: nothing of an answered
+        request is remembered to tell them apart (inode numbers are reused at once, time
+        stamps are coarse). Only a request.json that cannot be removed is remembered, by a
+        descriptor held on it, until it changes.
+        """
+        if not stat.S_ISREG(found.st_mode):
+            info = ErrorInfo(
+                ErrorCode.BAD_REQUEST.value,
+                f"{protocol.REQUEST} is {_kind(found.st_mode)}, not a regular file; it is not read",
+            )
+            self._consume(found, None)
+            return self._answer_malformed(_failure("", info), protocol.REQUEST)
         try:
-            data, st = self._dir.read_small(protocol.REQUEST, self.config.limits.max_request_bytes)
+            f = self._dir.open_regular(protocol.REQUEST)
         except FileNotFoundError:
-            return False, None
-        except (TooLargeError, NotRegularFileError) as exc:
-            if isinstance(exc, TooLargeError):
-                info = ErrorInfo(ErrorCode.REQUEST_TOO_LARGE.value, str(exc.strerror))
-            else:
-                info = ErrorInfo(ErrorCode.BAD_REQUEST.value, f"{exc.strerror}; it is not read")
+            return None
+        except NotRegularFileError:  # replaced meanwhile: look again
             self._request_hint = True
-            answer = self._log_failure(_failure("", info), protocol.REQUEST)
-            return True, self._deliver(answer, found)
+            return None
         except OSError as exc:
-            log.error("cannot read %s: %s", protocol.REQUEST, exc)
-            return False, None
+            info = ErrorInfo(
+                ErrorCode.BAD_REQUEST.value, f"{protocol.REQUEST} cannot be read: {exc.strerror}"
+            )
+            self._consume(found, None)
+            return self._answer_malformed(_failure("", info), protocol.REQUEST)
+        with f:
+            st = os.fstat(f.fileno())
+            try:
+                data = _read_bounded(f, st, self.config.limits.max_request_bytes)
+            except TooLargeError as exc:
+                self._consume(st, f.fileno())
+                info = ErrorInfo(ErrorCode.REQUEST_TOO_LARGE.value, str(exc.strerror))
+                return self._answer_malformed(_failure("", info), protocol.REQUEST)
+            self._consume(st, f.fileno())
         try:
-            request: Request | ProtocolError = protocol.parse_request(
+            request = protocol.parse_request(
                 data, max_params_chars=self.config.limits.max_params_chars
             )
         except ProtocolError as exc:
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-            if not complete and key != self._malformed_seen:
-                self._malformed_seen = key  # maybe half written: look again shortly
-                self._recheck_at = time.monotonic() + RECHECK_S
-                return False, None
-            request = exc
-        self._malformed_seen = None
-        self._recheck_at = None
-        self._last_request = time.monotonic()
-        self._waiter.activity()
-        self._request_hint = True
-        if isinstance(request, ProtocolError):
-            answer = self._log_failure(_failure("", request.info), data[:200])
-            return True, self._deliver(answer, st)
+            return self._answer_malformed(_failure("", exc.info), data[:200])
+        self._arrived()
         if request.name == "exit":
             log.info("exit requested")
-            self._dir.unlink(protocol.REQUEST, expect=st)
-            return True, ExitReason.EXIT_COMMAND
+            return ExitReason.EXIT_COMMAND
         started = time.perf_counter()
-        answer = self._execute(request)
+        try:
+            answer = self._execute(request)
+        except Exception as exc:  # a bug of ours: the request is taken, so still answer it
+            log.exception("internal error on %r", request)
+            answer = _failure("", ErrorInfo(ErrorCode.INTERNAL_ERROR.value, _describe(exc)))
         log.debug(
             "%s %r -> %r in %.2f ms",
             request.cmd,
@@ -327,7 +377,36 @@ class Worker:
         )
         if answer.error is not None:
             self._log_failure(answer, data[:200])
-        return True, self._deliver(answer, st)
+        return self._deliver(answer)
+
+    def _consume(self, st: os.stat_result, fd: int | None) -> None:
+        """Remove the request file ``st`` (open as ``fd``, if it is) from request.json;
+        if it cannot be removed (a directory, no permission), hold it, so that it is
+        answered once and not again until it changes."""
+        held = os.dup(fd) if fd is not None else self._dir.hold(protocol.REQUEST, st)
+        if held is None:
+            return  # gone (or replaced) already
+        keep = False
+        try:
+            if self._dir.unlink(protocol.REQUEST, expect=st, held=True):
+                return
+            after = self._dir.lstat(protocol.REQUEST)
+            if after is not None and (after.st_dev, after.st_ino) == (st.st_dev, st.st_ino):
+                log.error("%s cannot be removed; ignored until it changes", protocol.REQUEST)
+                self._held = _Held(held, after)
+                keep = True
+        finally:
+            if not keep:
+                os.close(held)
+
+    def _arrived(self) -> None:
+        self._last_request = time.monotonic()
+        self._waiter.activity()
+        self._request_hint = True
+
+    def _answer_malformed(self, answer: _Answer, what: object) -> ExitReason | None:
+        self._arrived()
+        return self._deliver(self._log_failure(answer, what))
 
     def _log_failure(self, answer: _Answer, what: object) -> _Answer:
         assert answer.error is not None
@@ -353,17 +432,23 @@ class Worker:
                 answer = self._run_tensors(known, request.params)
         except ProtocolError as exc:
             answer = _failure(reply_cmd, exc.info)
-        except Exception as exc:  # a bug of ours: still one answer, and a trace in the log
-            log.exception("internal error on %r", request)
-            answer = _failure(reply_cmd, ErrorInfo(ErrorCode.INTERNAL_ERROR.value, _describe(exc)))
+        except (KeyboardInterrupt, SystemExit) as exc:  # from a handler (a user's server)
+            answer = _failure(reply_cmd, _command_failed(exc).info)
+        except Exception as exc:
+            if _is_out_of_memory(exc):  # not our fault: no trace, its own code
+                info = ErrorInfo(ErrorCode.OUT_OF_MEMORY.value, _describe(exc))
+            else:  # a bug of ours: still one answer, and a trace in the log
+                log.exception("internal error on %r", request)
+                info = ErrorInfo(ErrorCode.INTERNAL_ERROR.value, _describe(exc))
+            answer = _failure(reply_cmd, info)
         answer.via_status = known is not None and known.answer == "status"
         return answer
 
     def _run_text(self, cmd: Command, params: str) -> _Answer:
         try:
             text = cmd.func(params)
-        except Exception as exc:
-            raise ProtocolError(ErrorCode.COMPUTATION_FAILED, _describe(exc)) from None
+        except COMMAND_ERRORS as exc:
+            raise _command_failed(exc) from None
         if not isinstance(text, str):
             raise ProtocolError(
                 ErrorCode.BAD_RESULT, f"text command returned {type(text).__name__}, not str"
@@ -387,8 +472,8 @@ class Worker:
         tensors = self._load_inputs(tags)
         try:
             result = cmd.func(*tensors)
-        except Exception as exc:
-            raise ProtocolError(ErrorCode.COMPUTATION_FAILED, _describe(exc)) from None
+        except COMMAND_ERRORS as exc:
+            raise _command_failed(exc) from None
         if isinstance(result, str):  # a verdict about the inputs (compare): reply text
             return _Answer(cmd.name, protocol.check_reply_text(result))
         results = _as_tensors(torch, result)
@@ -401,6 +486,8 @@ class Worker:
                 )
         else:
             out_tags = ["r"] if len(results) == 1 else [f"r{i}" for i in range(len(results))]
+        for tag, tensor in zip(out_tags, results, strict=True):
+            _check_result(torch, tag, tensor, self.config.limits.max_result_bytes)
         return _Answer(
             cmd.name,
             ",".join(out_tags),
@@ -467,6 +554,14 @@ class Worker:
                         short: tsr.TSRError | None = exc
                     except tsr.TSRError as exc:
                         raise ProtocolError(ErrorCode.INVALID_INPUT, f"{name}: {exc}") from None
+                    except Exception as exc:
+                        if not _is_out_of_memory(exc):
+                            raise
+                        raise ProtocolError(
+                            ErrorCode.OUT_OF_MEMORY,
+                            f"not enough memory to load {name} "
+                            f"({os.fstat(f.fileno()).st_size} bytes)",
+                        ) from None
                     else:
                         short = None
                 if short is not None:
@@ -516,33 +611,46 @@ class Worker:
         raise ProtocolError(ErrorCode.INVALID_INPUT, message)
 
     def _write_results(self, answer: _Answer) -> _Answer:
-        if not answer.tensors:
-            return answer
+        """Write each result tensor; the first that fails turns the answer into an error
+        answer (whatever the cause: every request gets its one answer)."""
+        for tag, tensor in answer.tensors.items():
+            info = self._write_result(tag + protocol.TENSOR_SUFFIX, tensor)
+            if info is not None:
+                failed = replace(_failure(answer.cmd, info), via_status=answer.via_status)
+                return self._log_failure(failed, answer.cmd)
+        return answer
+
+    def _write_result(self, name: str, tensor: Any) -> ErrorInfo | None:
+        """Write one result as ``name``: the codec writes a fresh hidden name, which is then
+        renamed over ``name`` (a rename never follows a link there)."""
         import tsr
         import tsr.torch
 
-        for tag, tensor in answer.tensors.items():
-            try:
-                path = self._dir.proc_path(tag + protocol.TENSOR_SUFFIX)
-                tsr.torch.save(path, tensor, follow_symlinks=False)  # a client's link is replaced
-            except tsr.TSRError as exc:
-                info = ErrorInfo(ErrorCode.BAD_RESULT.value, f"result {tag}: {exc}")
-            except OSError as exc:
-                what = "a directory has its name" if isinstance(exc, IsADirectoryError) else ""
-                info = ErrorInfo(
-                    ErrorCode.RESULT_UNWRITABLE.value,
-                    f"cannot write {tag}.tsr: {what or exc.strerror}",
+        tmp = self._dir.temp_name(name)
+        try:
+            tsr.torch.save(self._dir.proc_path(tmp), tensor)
+            os.rename(tmp, name, src_dir_fd=self._dir.fd, dst_dir_fd=self._dir.fd)
+        except BaseException as exc:
+            self._dir.unlink(tmp)
+            if isinstance(exc, tsr.TSRError):
+                return ErrorInfo(ErrorCode.BAD_RESULT.value, f"result {name}: {exc}")
+            if isinstance(exc, OSError):
+                what = "a directory has its name" if exc.errno == errno.EISDIR else exc.strerror
+                return ErrorInfo(ErrorCode.RESULT_UNWRITABLE.value, f"cannot write {name}: {what}")
+            if isinstance(exc, Exception) and _is_out_of_memory(exc):
+                return ErrorInfo(ErrorCode.OUT_OF_MEMORY.value, f"result {name}: {_describe(exc)}")
+            if isinstance(exc, Exception):  # what the codec cannot convert (sparse, meta...)
+                return ErrorInfo(
+                    ErrorCode.BAD_RESULT.value,
+                    f"result {name} cannot be stored as TSR v1: {_describe(exc)}",
                 )
-            else:
-                continue
-            failed = replace(_failure(answer.cmd, info), via_status=answer.via_status)
-            return self._log_failure(failed, answer.cmd)
-        return answer
+            raise
+        return None
 
     # ------------------------------------------------------------------ answering
 
-    def _deliver(self, answer: _Answer, request: os.stat_result) -> ExitReason | None:
-        """Give ``answer``: results first, then the request removed, then the reply.
+    def _deliver(self, answer: _Answer) -> ExitReason | None:
+        """Give ``answer`` to the request already consumed: results first, then the reply.
 
         A command answered through the status (``tensor_square``) writes no response:
         its V1.20 clients write requests in place, wait for the output file and never
@@ -552,25 +660,38 @@ class Worker:
         """
         if answer.via_status:
             answer = self._write_results(answer)
-            self._dir.unlink(protocol.REQUEST, expect=request)
             info = answer.error
-            self._write_status(protocol.DONE if info is None else protocol.status_error_line(info))
+            try:
+                self._write_status(
+                    protocol.DONE if info is None else protocol.status_error_line(info)
+                )
+            except OSError as exc:
+                log.error("cannot write %s: %s", protocol.STATUS, exc)
             return None
         reason = self._wait_consumed()
         if reason is not None:
             return reason
         answer = self._write_results(answer)
-        self._dir.unlink(protocol.REQUEST, expect=request)
-        data = protocol.encode_reply(Reply(answer.cmd, answer.params, answer.error))
         try:
-            self._dir.write_atomic(protocol.RESPONSE, protocol.RESPONSE_TMP, data)
+            data = protocol.encode_reply(Reply(answer.cmd, answer.params, answer.error))
+        except ProtocolError as exc:
+            answer = self._log_failure(_failure("", exc.info), answer.cmd)
+            data = protocol.encode_reply(Reply("", answer.params, answer.error))
+        try:
+            self._dir.write_atomic(protocol.RESPONSE, data)
         except OSError as exc:
             log.error("cannot write %s: %s", protocol.RESPONSE, exc)
         return None
 
     def _wait_consumed(self) -> ExitReason | None:
-        """Wait until the client has deleted the previous ``response.json``."""
+        """Wait until the client has deleted the previous ``response.json`` (asked afresh:
+        :meth:`SessionDir.present`). Only a regular file there is an unread response;
+        anything else (a directory, a link, a FIFO) is a squatter that the response
+        replaces (or moves aside)."""
         while self._dir.present(protocol.RESPONSE):
+            st = self._dir.lstat(protocol.RESPONSE)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                return None
             reason = self._pending_exit()
             if reason is not None:
                 return reason
@@ -581,7 +702,106 @@ class Worker:
         return None
 
     def _write_status(self, status: str) -> None:
-        self._dir.write_atomic(protocol.STATUS, protocol.STATUS_TMP, status.encode())
+        self._dir.write_atomic(protocol.STATUS, status.encode())
+
+
+class _Held:
+    """A ``request.json`` answered but not removable, held open: it is not answered again
+    while it is this very file (the descriptor keeps its inode from being reused) and
+    unchanged (size, modification and change time)."""
+
+    def __init__(self, fd: int, st: os.stat_result) -> None:
+        self.fd = fd
+        self._signature = (*identity(st), st.st_size)
+
+    def answered(self, st: os.stat_result) -> bool:
+        mine = os.fstat(self.fd)
+        same_file = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+        return same_file and (*identity(st), st.st_size) == self._signature
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _kind(mode: int) -> str:
+    for test, what in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return what
+    return f"a device ({stat.filemode(mode)})"
+
+
+def _read_bounded(f: Any, st: os.stat_result, max_bytes: int) -> bytes:
+    """All of the open file ``f`` (``st`` its stat), at most ``max_bytes``."""
+    if st.st_size > max_bytes:
+        raise TooLargeError(protocol.REQUEST, st.st_size, max_bytes)
+    data: bytes = f.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while we read
+        raise TooLargeError(protocol.REQUEST, len(data), max_bytes)
+    return data
+
+
+def _unchanged_for(st: os.stat_result, seconds: float) -> bool:
+    """Whether the time stamps of ``st`` say it has not changed for ``seconds`` (with the
+    coarse clock's slack). Whole-second stamps (FAT, old NFS) are too coarse to say."""
+    changed_ns = max(st.st_mtime_ns, st.st_ctime_ns)
+    if changed_ns % 1_000_000_000 == 0:
+        return False
+    return time.time_ns() - changed_ns >= (seconds + TIMESTAMP_SLACK_S) * 1e9
+
+
+COMMAND_ERRORS = (Exception, KeyboardInterrupt, SystemExit)
+"""What a command may raise and still get its request answered (``computation_failed``,
+or ``out_of_memory``): a command that calls ``sys.exit()`` or raises KeyboardInterrupt
+does not end the worker (stop it with :meth:`Worker.stop` or a signal)."""
+
+
+def _command_failed(exc: BaseException) -> ProtocolError:
+    if isinstance(exc, Exception) and _is_out_of_memory(exc):
+        return ProtocolError(ErrorCode.OUT_OF_MEMORY, _describe(exc))
+    return ProtocolError(ErrorCode.COMPUTATION_FAILED, _describe(exc))
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    """MemoryError, or torch's allocation failure (``torch.OutOfMemoryError``, or the CPU
+    allocator's RuntimeError "can't allocate memory")."""
+    if isinstance(exc, MemoryError):
+        return True
+    return type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    )
+
+
+def _check_result(torch: ModuleType, tag: str, tensor: Any, max_bytes: int) -> None:
+    """Refuse, before anything is written, a result C++ cannot read or that is too large:
+    no elements (the C++ reader cannot read an empty tensor), not a dense tensor of host
+    memory (sparse, meta...), or a file larger than ``max_bytes``."""
+    import tsr
+
+    name = tag + protocol.TENSOR_SUFFIX
+    if tensor.layout != torch.strided or tensor.device.type == "meta":
+        raise ProtocolError(
+            ErrorCode.BAD_RESULT,
+            f"result {name} is a {tensor.layout} tensor on {tensor.device.type}; TSR v1 "
+            "holds dense tensors (use .to_dense() or real data)",
+        )
+    if tensor.numel() == 0:
+        raise ProtocolError(
+            ErrorCode.BAD_RESULT,
+            f"result {name} has no elements (shape {tuple(tensor.shape)}); the C++ reader "
+            "cannot read an empty tensor",
+        )
+    size = tsr.HEADER_SIZE + tensor.numel() * tensor.element_size()
+    if size > max_bytes:
+        raise ProtocolError(
+            ErrorCode.RESULT_TOO_LARGE,
+            f"result {name} would have {size} bytes, the limit is {max_bytes}",
+        )
 
 
 def wake_exit(wake: Wake, stop_reason: ExitReason | None) -> ExitReason | None:

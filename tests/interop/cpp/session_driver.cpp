@@ -268,6 +268,8 @@ void scenario_full(const Options& o) {
     run_text(s, o, "hello", R"({"cmd": "hello", "params": "world"})");
     run_text(s, o, "hi", R"({"cmd": "hi", "params": "world"})");
     run_text(s, o, "hello_quoted", R"({"cmd": "hello", "params": "say \"hi\" twice"})");
+    // UTF-8 in, UTF-8 out: the reply's bytes are taken as they are (w\u00f6rld)
+    run_text(s, o, "hello_utf8", "{\"cmd\": \"hello\", \"params\": \"w\xc3\xb6rld\"}");
     run_commands(s, o);
     run_bad_requests(s, o);
   }
