@@ -66,6 +66,8 @@ class TooLargeError(OSError):
         self.limit = limit
 
 
+_LOCK_FILE_FLAGS = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
+
 class SessionDir:
     """An open session directory. Use :meth:`open`; close with :meth:`close`."""
 
@@ -129,11 +131,14 @@ class SessionDir:
             return "directory"
         if held is False:
             raise DirectoryBusyError(self.path, _lock_holder(os.fstat(self.fd)))
-        flags = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
         try:
-            fd = os.open(LOCK_NAME, flags, 0o600, dir_fd=self.fd)
+            fd = os.open(LOCK_NAME, _LOCK_FILE_FLAGS, 0o600, dir_fd=self.fd)
         except OSError:
             return "none"
+        return self._hold_lock_file(fd)
+
+    def _hold_lock_file(self, fd: int) -> str:
+        """Lock the open lock file ``fd`` and keep it until :meth:`close` (see :meth:`lock`)."""
         held = _try_lock(fd)
         if held is False:
             holder = _lock_holder(os.fstat(fd))
@@ -281,21 +286,30 @@ class SessionDir:
         """Rename ``src`` over ``name``; a directory squatting ``name`` is cleared first
         (:meth:`move_aside`). Raises ``OSError`` if ``name`` still cannot be replaced."""
         try:
-            os.rename(src, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            self.rename(src, name)
         except OSError as exc:
             if exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
                 raise
             self.move_aside(name)
-            os.rename(src, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            self.rename(src, name)
+
+    def rename(self, src: str, name: str) -> None:
+        """Rename ``src`` over ``name``, both in this directory (no link followed)."""
+        os.rename(src, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def _rmdir(self, name: str) -> None:
+        os.rmdir(name, dir_fd=self.fd)
+
+    def _open_in(self, name: str, flags: int) -> int:
+        return os.open(name, flags, dir_fd=self.fd)
 
     def move_aside(self, name: str) -> None:
         """Clear a directory squatting ``name``: removed if empty, else renamed to a hidden
         ``.<name>.moved-<hex>`` (its content kept, the client's to remove)."""
         try:
-            os.rmdir(name, dir_fd=self.fd)
+            self._rmdir(name)
         except OSError:
-            aside = f".{name}.moved-{os.urandom(6).hex()}"
-            os.rename(name, aside, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            self.rename(name, f".{name}.moved-{os.urandom(6).hex()}")
 
     def unlink(
         self, name: str, *, expect: os.stat_result | None = None, held: bool = False
@@ -325,7 +339,7 @@ class SessionDir:
         is the one ``expect`` describes, else None. Held open, its inode cannot be reused,
         so ``(st_dev, st_ino)`` of the descriptor tells this file from any later one."""
         try:
-            fd = os.open(name, _O_HOLD, dir_fd=self.fd)
+            fd = self._open_in(name, _O_HOLD)
         except OSError:
             return None
         st = os.fstat(fd)
@@ -409,8 +423,18 @@ class PathSessionDir(SessionDir):
         self.path = path
         self.fd = -1
         self._parent_fd = None
+        self._lock_fd = None
         self._dev_ino = (st.st_dev, st.st_ino)
         self._proc = path
+
+    def lock(self) -> str:
+        """As :meth:`SessionDir.lock`, with no directory descriptor to lock: always the
+        lock file, opened by path (no link followed where the platform can refuse one)."""
+        try:
+            fd = os.open(os.path.join(self.path, LOCK_NAME), _LOCK_FILE_FLAGS, 0o600)
+        except OSError:
+            return "none"
+        return self._hold_lock_file(fd)
 
     @classmethod
     def open_path(cls, path: str, *, create: bool) -> PathSessionDir:
@@ -439,6 +463,19 @@ class PathSessionDir(SessionDir):
 
     def _join(self, name: str) -> str:
         return os.path.join(self.path, name)
+
+    def rename(self, src: str, name: str) -> None:
+        """Rename ``src`` over ``name`` (see :meth:`SessionDir.rename`), by path."""
+        self._check_dir()
+        tsr_platform.replace(self._join(src), self._join(name))
+
+    def _rmdir(self, name: str) -> None:
+        self._check_dir()
+        os.rmdir(self._join(name))
+
+    def _open_in(self, name: str, flags: int) -> int:
+        self._check_dir()
+        return os.open(self._join(name), flags | tsr_platform.O_NOFOLLOW)
 
     def proc_path(self, name: str) -> str:
         """The path of ``name`` in the directory (checked to be the directory first)."""

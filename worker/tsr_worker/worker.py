@@ -629,7 +629,7 @@ class Worker:
         tmp = self._dir.temp_name(name)
         try:
             tsr.torch.save(self._dir.proc_path(tmp), tensor)
-            os.rename(tmp, name, src_dir_fd=self._dir.fd, dst_dir_fd=self._dir.fd)
+            self._dir.rename(tmp, name)
         except BaseException as exc:
             self._dir.unlink(tmp)
             if isinstance(exc, tsr.TSRError):
