@@ -14,6 +14,8 @@ from tsr_worker import Worker, WorkerConfig, sessiondir
 from tsr_worker.cli import EXIT_BUSY
 from tsr_worker.sessiondir import LOCK_NAME, DirectoryBusyError
 
+import tsr_platform
+
 from .worker_helpers import ask, read_status, send, serving, spawn, take_response, tree, wait_for
 
 
@@ -68,7 +70,9 @@ def test_in_process_second_worker_raises_busy(
     d = tmp_path / "s"
     config = WorkerConfig(str(d), client_pid=0, preload=False)
     with serving(config):
-        assert (d / LOCK_NAME).exists() == (how == "lock file")
+        # without dir_fd (Windows, the stripped mode) there is no directory descriptor
+        by_file = how == "lock file" or not tsr_platform.HAVE_DIR_FD
+        assert (d / LOCK_NAME).exists() == by_file
         before = tree(d)
         with pytest.raises(DirectoryBusyError) as info:
             Worker(config).run()
@@ -151,3 +155,21 @@ def test_a_handler_raising_keyboard_interrupt_is_answered(tmp_path: Path) -> Non
             reply = ask(d, json.dumps({"cmd": "x", "params": params}))
             assert reply["error"]["code"] == "computation_failed", reply
         assert ask(d, '{"cmd": "x", "params": "ok"}')["params"] == "fine"
+
+
+def test_a_second_compat_server_is_refused_before_writing_anything(tmp_path: Path) -> None:
+    """A user's server (``TechRenaissanceServer.run``) on a directory a worker serves is
+    refused (DirectoryBusyError) before it writes anything: the status file is the very
+    one the first worker wrote (before: ``running`` written, then the lock refused)."""
+    from tsr_worker import compat
+
+    d = tmp_path / "python_session" / "tr_session_s"
+    with serving(WorkerConfig(str(d), client_pid=0, preload=False)):
+        status = (d / "status.txt").stat()
+        before = tree(d)
+        with pytest.raises(DirectoryBusyError):
+            compat.TechRenaissanceServer(workspace=str(tmp_path)).run("s")
+        after = (d / "status.txt").stat()
+        assert (after.st_ino, after.st_mtime_ns) == (status.st_ino, status.st_mtime_ns)
+        assert tree(d) == before
+        assert ask(d, '{"cmd": "hi", "params": "still"}')["params"] == "Hi Still"

@@ -5,6 +5,7 @@ The stripped mode (``TSR_STRIP_PLATFORM=1``) runs the whole worker suite this wa
 
 from __future__ import annotations
 
+import json
 import ntpath
 import os
 import signal
@@ -13,13 +14,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tsr_worker import config, procwatch, sessiondir, signals, waiting
+from tsr_worker import Worker, WorkerConfig, config, procwatch, sessiondir, signals, waiting
 from tsr_worker.cli import _LAUNCHER
 from tsr_worker.sessiondir import NotRegularFileError, PathSessionDir, SessionDir
 
 import tsr_platform
+
+from .worker_helpers import ask, take_response, wait_for
 
 STRIPPED = os.environ.get("TSR_STRIP_PLATFORM") == "1"
 
@@ -241,3 +245,57 @@ def test_launcher_run_as_windows_runs_it(tmp_path: Path) -> None:
     )
     assert out.returncode == 3
     assert out.stdout.strip() == repr(["42", *args])
+
+
+@pytest.fixture
+def windows_like(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What Windows gives the worker: no ``dir_fd`` (the path-based directory), no
+    ``O_NOFOLLOW`` (an open follows a link) and no ``open`` of a directory (EACCES).
+    (After ``tmp_path``, which is made before the patching.)"""
+    monkeypatch.setattr(tsr_platform, "HAVE_DIR_FD", False)
+    monkeypatch.setattr(sessiondir, "_O_NOFOLLOW", 0)
+    real_open = os.open
+
+    def open_like_windows(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if kwargs.get("dir_fd") is None and isinstance(path, str) and os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_like_windows)
+
+
+@pytest.mark.parametrize("squat", ["directory", "link"])
+def test_a_squatted_request_is_answered_once_without_dir_fd(
+    windows_like: None, tmp_path: Path, squat: str
+) -> None:
+    """A link or a directory at request.json, where nothing but a regular file can be
+    held open: answered once (the link removed, its target untouched; the directory
+    remembered by its identity), not again while it stays, and the next request is
+    served. (Before: the path-based directory opened it to hold it, which followed the
+    link and cannot open a directory, so it was answered again and again.)"""
+    d = tmp_path / "s"
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"cmd": "hi", "params": "leak"}')
+    worker = Worker(WorkerConfig(str(d), client_pid=0, preload=False, wait="poll"))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: worker.waiter_name != "")
+        if squat == "link":
+            os.symlink(secret, d / "request.json")
+        else:
+            (d / "request.json").mkdir()
+        reply = json.loads(take_response(d))
+        assert reply["error"]["code"] == "bad_request", reply
+        time.sleep(0.3)  # many polls
+        assert not (d / "response.json").exists(), "answered again"
+        if squat == "link":
+            assert not (d / "request.json").is_symlink(), "the link is removed"
+            assert secret.read_text() == '{"cmd": "hi", "params": "leak"}'
+        else:
+            (d / "request.json").rmdir()
+        assert ask(d, '{"cmd": "hi", "params": "next"}')["params"] == "Hi Next"
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -199,7 +199,21 @@ class TechRenaissanceServer:
 
     def init_session(self, session_id: str) -> None:
         """Resolve and create the session directory and write ``running`` to the status
-        (unless it reads ``ready``), as upstream; ``ValueError`` for an unsafe id."""
+        (unless it reads ``ready``), as upstream; ``ValueError`` for an unsafe id.
+        (:meth:`run` does not call it: it writes ``running`` only once it holds the
+        directory's lock and watches it.)"""
+        self._enter_session(session_id)
+        try:
+            with open(self.status_file, encoding="utf-8") as f:
+                current = f.read().strip()
+        except OSError:
+            current = ""
+        if current != protocol.READY:
+            self.write_status(protocol.RUNNING)
+        self._announce()
+
+    def _enter_session(self, session_id: str) -> None:
+        """Resolve and create the session directory (nothing written in it)."""
         if any(sep and sep in str(session_id) for sep in ("/", os.sep, os.altsep)):
             raise ValueError(
                 f"session id {session_id!r} is a path: a V3 PythonSession passes the session "
@@ -210,14 +224,11 @@ class TechRenaissanceServer:
         self.session_dir = _session_dir(workspace, str(session_id), self.layout)
         os.makedirs(self.session_dir, exist_ok=True)
         self.status_file = os.path.join(self.session_dir, protocol.STATUS)
-        try:
-            with open(self.status_file, encoding="utf-8") as f:
-                current = f.read().strip()
-        except OSError:
-            current = ""
-        if current != protocol.READY:
-            self.write_status(protocol.RUNNING)
-        self.debug_message(f"[Python] Session {session_id} started, directory: {self.session_dir}")
+
+    def _announce(self) -> None:
+        self.debug_message(
+            f"[Python] Session {self.session_id} started, directory: {self.session_dir}"
+        )
         self.debug_message("[Python] Waiting for requests...")
 
     def write_status(self, status_str: str) -> None:
@@ -329,9 +340,11 @@ class TechRenaissanceServer:
         """Serve session ``session_id`` until a reason to leave; ``terminated`` is the
         last status written. SIGTERM, SIGINT and SIGHUP end it after the current request
         (installed here, in the main thread, and restored on return)."""
-        self.init_session(session_id)
+        self._enter_session(session_id)
         config = WorkerConfig(self.session_dir)
         worker = Worker(config, handler=self._serve)
+        worker.claim()  # refused (DirectoryBusyError) before anything is written
+        self._announce()  # the worker writes "running" once it watches the directory
         self._worker = worker
         started = time.monotonic()
         try:

@@ -36,12 +36,15 @@ __all__ = [
 LOCK_NAME = ".tsr-worker.lock"
 """The lock file, used only where the directory itself cannot be locked (NFS)."""
 
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_HOLD = getattr(os, "O_PATH", os.O_RDONLY | _O_NONBLOCK) | _O_NOFOLLOW | _O_CLOEXEC
-"""Open anything without reading it or side effects (``O_PATH``, Linux), else read-only."""
+_O_CLOEXEC = tsr_platform.O_CLOEXEC
+_O_NOFOLLOW = tsr_platform.O_NOFOLLOW
+_O_NONBLOCK = tsr_platform.O_NONBLOCK
+_O_DIRECTORY = tsr_platform.O_DIRECTORY
+_O_READ = os.O_RDONLY | tsr_platform.O_BINARY | _O_NONBLOCK
+"""How names are opened to be read or looked at: non-blocking (a FIFO cannot hang it)."""
+_O_HOLD = getattr(os, "O_PATH", _O_READ)
+"""How a file of any type is held open: without reading it or side effects (``O_PATH``,
+Linux), else read-only (Windows cannot open a directory at all)."""
 
 
 class NotRegularFileError(OSError):
@@ -65,8 +68,6 @@ class TooLargeError(OSError):
         self.size = size
         self.limit = limit
 
-
-_LOCK_FILE_FLAGS = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
 
 class SessionDir:
     """An open session directory. Use :meth:`open`; close with :meth:`close`."""
@@ -126,26 +127,21 @@ class SessionDir:
         :class:`DirectoryBusyError` if another worker holds it; returns ``"none"`` (and
         serves unlocked) where no lock is available at all.
         """
-        held = _try_lock(self.fd)
+        held = _try_lock(self.fd) if self.fd >= 0 else None  # PathSessionDir: no fd
         if held is True:
             return "directory"
         if held is False:
             raise DirectoryBusyError(self.path, _lock_holder(os.fstat(self.fd)))
         try:
-            fd = os.open(LOCK_NAME, _LOCK_FILE_FLAGS, 0o600, dir_fd=self.fd)
+            fd = self._open_in(LOCK_NAME, os.O_RDWR | os.O_CREAT | _O_NONBLOCK, 0o600)
         except OSError:
             return "none"
-        return self._hold_lock_file(fd)
-
-    def _hold_lock_file(self, fd: int) -> str:
-        """Lock the open lock file ``fd`` and keep it until :meth:`close` (see :meth:`lock`)."""
         held = _try_lock(fd)
-        if held is False:
-            holder = _lock_holder(os.fstat(fd))
+        if held is not True:
+            holder = _lock_holder(os.fstat(fd)) if held is False else None
             os.close(fd)
-            raise DirectoryBusyError(self.path, holder)
-        if held is None:
-            os.close(fd)
+            if held is False:
+                raise DirectoryBusyError(self.path, holder)
             return "none"
         self._lock_fd = fd
         return "lock file"
@@ -187,7 +183,7 @@ class SessionDir:
         (a file deleted by another machine can look present for a second or more on FUSE
         or NFS). What cannot be opened (a link, no permission) falls back to ``lstat``."""
         try:
-            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=self.fd)
+            fd = self._open_in(name, _O_READ)
         except FileNotFoundError:
             return False
         except OSError:
@@ -213,16 +209,17 @@ class SessionDir:
         Raises ``FileNotFoundError``, :class:`NotRegularFileError`, or another ``OSError``.
         """
         try:
-            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=self.fd)
+            fd = self._open_in(name, _O_READ)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise NotRegularFileError(exc.errno, f"{name} is a symbolic link") from None
             raise
         try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
+            st = os.fstat(fd)
+            self._check_opened(name, st)
+            if not stat.S_ISREG(st.st_mode):
                 raise NotRegularFileError(
-                    errno.EINVAL, f"{name} is not a regular file ({stat.filemode(mode)})"
+                    errno.EINVAL, f"{name} is not a regular file ({stat.filemode(st.st_mode)})"
                 )
             return os.fdopen(fd, "rb", buffering=0)
         except BaseException:
@@ -267,8 +264,8 @@ class SessionDir:
         link, a FIFO) is replaced, never followed.
         """
         tmp = self.temp_name(name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
-        fd = os.open(tmp, flags, 0o666, dir_fd=self.fd)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | tsr_platform.O_BINARY
+        fd = self._open_in(tmp, flags, 0o666)
         try:
             try:
                 view = memoryview(data)
@@ -279,7 +276,7 @@ class SessionDir:
             self.rename_in(tmp, name)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=self.fd)
+                self._unlink(tmp)
             raise
 
     def rename_in(self, src: str, name: str) -> None:
@@ -287,21 +284,12 @@ class SessionDir:
         (:meth:`move_aside`). Raises ``OSError`` if ``name`` still cannot be replaced."""
         try:
             self.rename(src, name)
-        except OSError as exc:
-            if exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+        except OSError:
+            st = self.lstat(name)
+            if st is None or not stat.S_ISDIR(st.st_mode):
                 raise
             self.move_aside(name)
             self.rename(src, name)
-
-    def rename(self, src: str, name: str) -> None:
-        """Rename ``src`` over ``name``, both in this directory (no link followed)."""
-        os.rename(src, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-
-    def _rmdir(self, name: str) -> None:
-        os.rmdir(name, dir_fd=self.fd)
-
-    def _open_in(self, name: str, flags: int) -> int:
-        return os.open(name, flags, dir_fd=self.fd)
 
     def move_aside(self, name: str) -> None:
         """Clear a directory squatting ``name``: removed if empty, else renamed to a hidden
@@ -329,31 +317,69 @@ class SessionDir:
                     return False
                 if not held and identity(st) != identity(expect):
                     return False
-            os.unlink(name, dir_fd=self.fd)
+            self._unlink(name)
         except OSError:
             return False
         return True
 
     def hold(self, name: str, expect: os.stat_result) -> int | None:
         """A descriptor holding the file ``name`` (any type, no link followed) while it
-        is the one ``expect`` describes, else None. Held open, its inode cannot be reused,
-        so ``(st_dev, st_ino)`` of the descriptor tells this file from any later one."""
+        is the one ``expect`` describes, else None (also where the platform cannot open
+        it: a directory on Windows). Held open, its inode cannot be reused, so
+        ``(st_dev, st_ino)`` tells this file from any later one."""
         try:
             fd = self._open_in(name, _O_HOLD)
         except OSError:
             return None
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+        try:
+            st = os.fstat(fd)
+            self._check_opened(name, st)
+            if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+                raise NotRegularFileError(errno.ESTALE, f"{name} was replaced")
+        except OSError:
             os.close(fd)
             return None
         return fd
 
+    # ------------------------------------------------------------------ primitives
+    # Every operation above goes through these; PathSessionDir overrides them.
+
+    def rename(self, src: str, name: str) -> None:
+        """Rename ``src`` over ``name``, both in this directory (no link followed)."""
+        os.rename(src, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def _open_in(self, name: str, flags: int, mode: int = 0o777) -> int:
+        """``open`` of ``name`` in the directory: no link followed, not inherited."""
+        return os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=self.fd)
+
+    def _check_opened(self, name: str, st: os.stat_result) -> None:
+        """Raise :class:`NotRegularFileError` unless the file opened as ``name`` (its
+        ``fstat`` is ``st``) is what the name in the directory is (nothing to check
+        where the open was relative to the directory and followed no link)."""
+
+    def _unlink(self, name: str) -> None:
+        os.unlink(name, dir_fd=self.fd)
+
+    def _rmdir(self, name: str) -> None:
+        os.rmdir(name, dir_fd=self.fd)
+
 
 def _try_lock(fd: int) -> bool | None:
     """An exclusive, non-blocking ``flock`` on ``fd``: True if taken, False if another
-    open file holds it, None if this system or filesystem cannot lock it."""
-    if sys.platform == "win32":  # no flock: see tsr_platform for the Windows side
-        return None
+    open file holds it, None if this system or filesystem cannot lock it. On Windows
+    (no ``flock``) it is ``msvcrt.locking`` of the file's first byte, which Windows also
+    drops when its holder dies; a directory cannot be opened there, so it is always
+    the lock file."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except PermissionError:  # EACCES: locked by another process
+            return False
+        except OSError:
+            return None
+        return True
     try:
         import fcntl
     except ImportError:  # not POSIX
@@ -427,15 +453,6 @@ class PathSessionDir(SessionDir):
         self._dev_ino = (st.st_dev, st.st_ino)
         self._proc = path
 
-    def lock(self) -> str:
-        """As :meth:`SessionDir.lock`, with no directory descriptor to lock: always the
-        lock file, opened by path (no link followed where the platform can refuse one)."""
-        try:
-            fd = os.open(os.path.join(self.path, LOCK_NAME), _LOCK_FILE_FLAGS, 0o600)
-        except OSError:
-            return "none"
-        return self._hold_lock_file(fd)
-
     @classmethod
     def open_path(cls, path: str, *, create: bool) -> PathSessionDir:
         """The directory at ``path`` (created with mode 0700, parents as needed, if
@@ -464,19 +481,6 @@ class PathSessionDir(SessionDir):
     def _join(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def rename(self, src: str, name: str) -> None:
-        """Rename ``src`` over ``name`` (see :meth:`SessionDir.rename`), by path."""
-        self._check_dir()
-        tsr_platform.replace(self._join(src), self._join(name))
-
-    def _rmdir(self, name: str) -> None:
-        self._check_dir()
-        os.rmdir(self._join(name))
-
-    def _open_in(self, name: str, flags: int) -> int:
-        self._check_dir()
-        return os.open(self._join(name), flags | tsr_platform.O_NOFOLLOW)
-
     def proc_path(self, name: str) -> str:
         """The path of ``name`` in the directory (checked to be the directory first)."""
         self._check_dir()
@@ -489,17 +493,6 @@ class PathSessionDir(SessionDir):
         except FileNotFoundError:
             return None
 
-    def present(self, name: str) -> bool:
-        """Whether ``name`` exists, asked afresh (an open; see :meth:`SessionDir.present`)."""
-        try:
-            fd = os.open(self._join(name), os.O_RDONLY | tsr_platform.O_BINARY)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return self.exists(name)
-        os.close(fd)
-        return True
-
     def gone(self) -> bool:
         """True once the path no longer leads to the directory found at start-up."""
         try:
@@ -508,71 +501,33 @@ class PathSessionDir(SessionDir):
             return True
         return _is_link(st) or (st.st_dev, st.st_ino) != self._dev_ino
 
-    def open_regular(self, name: str) -> BinaryIO:
-        """Open ``name`` for reading, then check it: regular, not a link, the very file
-        the name in the directory is."""
-        flags = os.O_RDONLY | tsr_platform.O_BINARY | tsr_platform.O_NOFOLLOW
-        try:
-            fd = os.open(self._join(name), flags | tsr_platform.O_NONBLOCK | tsr_platform.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # O_NOFOLLOW where there is one (macOS)
-                raise NotRegularFileError(exc.errno, f"{name} is a symbolic link") from None
-            raise
-        try:
-            st = os.fstat(fd)
-            seen = os.lstat(self._join(name))
-            if _is_link(seen):
-                raise NotRegularFileError(errno.ELOOP, f"{name} is a symbolic link")
-            if (seen.st_dev, seen.st_ino) != (st.st_dev, st.st_ino):
-                raise NotRegularFileError(
-                    errno.ELOOP, f"{name} changed while being opened (a link swapped in?)"
-                )
-            self._check_dir()
-            if not stat.S_ISREG(st.st_mode):
-                raise NotRegularFileError(
-                    errno.EINVAL, f"{name} is not a regular file ({stat.filemode(st.st_mode)})"
-                )
-            return os.fdopen(fd, "rb", buffering=0)
-        except BaseException:
-            os.close(fd)
-            raise
+    # ------------------------------------------------------------------ primitives
 
-    def write_atomic(self, name: str, data: bytes) -> None:
-        """Write ``data`` to a fresh temporary name and rename it over ``name``."""
+    def rename(self, src: str, name: str) -> None:
+        """Rename ``src`` over ``name`` (see :meth:`SessionDir.rename`), by path."""
         self._check_dir()
-        tmp = self._join(self.temp_name(name))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | tsr_platform.O_BINARY
-        fd = os.open(tmp, flags | tsr_platform.O_NOFOLLOW | tsr_platform.O_CLOEXEC, 0o666)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            self._check_dir()
-            tsr_platform.replace(tmp, self._join(name))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        tsr_platform.replace(self._join(src), self._join(name))
 
-    def unlink(
-        self, name: str, *, expect: os.stat_result | None = None, held: bool = False
-    ) -> bool:
-        """Remove ``name`` (see :meth:`SessionDir.unlink`)."""
-        try:
-            if expect is not None:
-                st = self.lstat(name)
-                if st is None:
-                    return False
-                if held and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
-                    return False
-                if not held and identity(st) != identity(expect):
-                    return False
-            if self.gone():
-                return False
-            os.unlink(self._join(name))
-        except OSError:
-            return False
-        return True
+    def _open_in(self, name: str, flags: int, mode: int = 0o777) -> int:
+        """By path, the directory checked first (``O_NOFOLLOW`` where there is one)."""
+        self._check_dir()
+        return os.open(self._join(name), flags | _O_NOFOLLOW | _O_CLOEXEC, mode)
+
+    def _check_opened(self, name: str, st: os.stat_result) -> None:
+        """What was opened must be what ``name`` is now, not a link, in the directory."""
+        seen = os.lstat(self._join(name))
+        if _is_link(seen):
+            raise NotRegularFileError(errno.ELOOP, f"{name} is a symbolic link")
+        if (seen.st_dev, seen.st_ino) != (st.st_dev, st.st_ino):
+            raise NotRegularFileError(
+                errno.ELOOP, f"{name} changed while being opened (a link swapped in?)"
+            )
+        self._check_dir()
+
+    def _unlink(self, name: str) -> None:
+        self._check_dir()
+        os.unlink(self._join(name))
+
+    def _rmdir(self, name: str) -> None:
+        self._check_dir()
+        os.rmdir(self._join(name))

@@ -124,6 +124,7 @@ class Worker:
         self._settling: tuple[tuple[int, ...], float] | None = None  # (signature, since)
         self._held: _Held | None = None  # a request.json answered that cannot be removed
         self._last_request = time.monotonic()
+        self._claimed: tuple[ProcessWatch, SessionDir, str] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -136,21 +137,12 @@ class Worker:
     def run(self) -> ExitReason:
         """Serve until a reason to leave; ``terminated`` is the last status written
         (unless the directory is gone, which is never re-created)."""
-        # The client first: before anything else can let it think we are up and go away.
-        client = ProcessWatch(discover_client(self.config.client_pid))
-        self.client_pids = client.pids
         try:
-            self._dir = SessionDir.open(self.config.session_dir, create=True)
+            client, self._dir, lock = self._claimed or self._claim()
         except BaseException:
-            client.close()
-            raise
-        try:  # one worker per directory; a second one leaves without touching anything
-            lock = self._dir.lock()
-        except BaseException:
-            self._dir.close()
-            client.close()
             self._stop.close()
             raise
+        self._claimed = None
         if lock == "none":
             log.warning(
                 "%s cannot be locked here: a second worker would not be refused", self._dir.path
@@ -195,6 +187,31 @@ class Worker:
             self._dir.close()
             self._stop.close()
         return reason
+
+    def claim(self) -> None:
+        """Open the session directory and take its worker lock, writing nothing:
+        :class:`~tsr_worker.sessiondir.DirectoryBusyError` if another worker serves it.
+        :meth:`run` does this itself; call it first to be refused before doing anything
+        else (the user servers of :mod:`tsr_worker.compat` do)."""
+        if self._claimed is None:
+            self._claimed = self._claim()
+
+    def _claim(self) -> tuple[ProcessWatch, SessionDir, str]:
+        # The client first: before anything else can let it think we are up and go away.
+        client = ProcessWatch(discover_client(self.config.client_pid))
+        self.client_pids = client.pids
+        try:
+            session = SessionDir.open(self.config.session_dir, create=True)
+        except BaseException:
+            client.close()
+            raise
+        try:  # one worker per directory; a second one leaves without touching anything
+            lock = session.lock()
+        except BaseException:
+            session.close()
+            client.close()
+            raise
+        return client, session, lock
 
     def _make_waiter(self, client: ProcessWatch) -> Waiter:
         self.fs = fstype.detect(self._dir.fd, self._dir.path)
@@ -381,22 +398,28 @@ class Worker:
 
     def _consume(self, st: os.stat_result, fd: int | None) -> None:
         """Remove the request file ``st`` (open as ``fd``, if it is) from request.json;
-        if it cannot be removed (a directory, no permission), hold it, so that it is
-        answered once and not again until it changes."""
+        if it cannot be removed (a directory, no permission), remember it
+        (:class:`_Held`), so that it is answered once and not again until it changes.
+
+        It is held open where it can be (``O_PATH`` opens anything on Linux; a regular
+        file opens everywhere), so its inode cannot be reused meanwhile; what cannot be
+        opened without following it or at all (a link without ``O_NOFOLLOW``, a
+        directory on Windows) is removed or remembered by its :func:`identity` alone."""
         held = os.dup(fd) if fd is not None else self._dir.hold(protocol.REQUEST, st)
-        if held is None:
-            return  # gone (or replaced) already
-        keep = False
         try:
-            if self._dir.unlink(protocol.REQUEST, expect=st, held=True):
+            if self._dir.unlink(protocol.REQUEST, expect=st, held=held is not None):
                 return
             after = self._dir.lstat(protocol.REQUEST)
-            if after is not None and (after.st_dev, after.st_ino) == (st.st_dev, st.st_ino):
-                log.error("%s cannot be removed; ignored until it changes", protocol.REQUEST)
-                self._held = _Held(held, after)
-                keep = True
+            if after is None:
+                return
+            # held open, its inode is its own; else only the whole identity tells it apart
+            keys = 3 if held is not None else len(identity(st))
+            if identity(after)[:keys] != identity(st)[:keys]:
+                return  # another file (a new request) there already: it is looked at next
+            log.error("%s cannot be removed; ignored until it changes", protocol.REQUEST)
+            self._held, held = _Held(held, after), None
         finally:
-            if not keep:
+            if held is not None:
                 os.close(held)
 
     def _arrived(self) -> None:
@@ -706,22 +729,23 @@ class Worker:
 
 
 class _Held:
-    """A ``request.json`` answered but not removable, held open: it is not answered again
-    while it is this very file (the descriptor keeps its inode from being reused) and
-    unchanged (size, modification and change time)."""
+    """A ``request.json`` answered but not removable: it is not answered again while the
+    name shows this very file unchanged (:func:`identity` and size). Held open (``fd``)
+    where it could be, so that its inode cannot be handed to a new request meanwhile;
+    where not (see :meth:`Worker._consume`), a new request would need its inode, type
+    and both time stamps to be mistaken for it."""
 
-    def __init__(self, fd: int, st: os.stat_result) -> None:
+    def __init__(self, fd: int | None, st: os.stat_result) -> None:
         self.fd = fd
         self._signature = (*identity(st), st.st_size)
 
     def answered(self, st: os.stat_result) -> bool:
-        mine = os.fstat(self.fd)
-        same_file = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
-        return same_file and (*identity(st), st.st_size) == self._signature
+        return (*identity(st), st.st_size) == self._signature
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 def _kind(mode: int) -> str:
