@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tsr_worker.config import DEFAULT_SETTLE_S
+from tsr_worker.waiting import inotify_available
+from tsr_worker.worker import TIMESTAMP_SLACK_S
 
 import tsr
 import tsr.torch
@@ -231,11 +234,14 @@ def test_results_are_written_before_the_reply(sdir: Path) -> None:
 
 
 def test_requests_back_to_back_are_fast(sdir: Path) -> None:
-    """The worker reacts to a request within milliseconds (no polling interval)."""
+    """The worker reacts to a request within milliseconds (no polling interval). Where
+    it polls (no inotify: the stripped mode), it cannot tell a renamed request from one
+    still written in place, so it waits the settle time first (spec section 4)."""
+    bound = 0.02 if inotify_available() else DEFAULT_SETTLE_S + TIMESTAMP_SLACK_S + 0.02
     times = []
     for i in range(20):
         start = time.perf_counter()
         assert ask(sdir, json.dumps({"cmd": "hi", "params": f"n{i}"}))["params"] == f"Hi N{i}"
         times.append(time.perf_counter() - start)
     times.sort()
-    assert times[len(times) // 2] < 0.02, times  # upstream: 32 ms at best
+    assert times[len(times) // 2] < bound, times  # upstream: 32 ms at best
