@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,13 +50,29 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProc]:
 
 @pytest.fixture
 def sdir(shared: WorkerProc) -> Iterator[Path]:
-    """The shared worker's session directory, checked clean after each test."""
+    """The shared worker's session directory, checked clean after each test, and made
+    clean again whatever the test left (a failed test must not take the shared worker's
+    later tests with it: a squatting ``request.json`` directory would time out each)."""
     yield shared.dir
     assert shared.proc.poll() is None, shared.log_text()
-    assert not (shared.dir / "request.json").exists()
+    request = shared.dir / "request.json"
+    squatted = request.is_dir() and not request.is_symlink()
+    left_request = request.exists() or request.is_symlink()
     leftovers = sorted(  # the lock file stays where the directory itself cannot be locked
         p.name for p in shared.dir.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME
     )
+    for p in shared.dir.iterdir():  # squatting directories of any test, then the request
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+    if left_request and not squatted:
+        request.unlink(missing_ok=True)
+    for name in leftovers:
+        path = shared.dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    assert not left_request, "request.json left behind"
     assert leftovers == []
 
 

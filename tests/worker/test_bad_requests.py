@@ -211,31 +211,33 @@ def test_symlinked_request_is_not_followed(sdir: Path, tmp_path: Path) -> None:
 def test_request_json_directory_is_answered_once_and_not_spun_on(
     shared: WorkerProc, sdir: Path
 ) -> None:
-    """The CPU the worker spends in the 0.3 s after answering the directory is at most
-    what it spends after an ordinary answer, with a margin (polling, in the stripped
-    mode, looks every millisecond or so for a while after any answer); a worker spinning
-    on the directory would take a whole core."""
-    assert ask(sdir, '{"cmd": "hi", "params": "first"}')["params"] == "Hi First"
-    baseline = _cpu_ticks_during(shared.proc.pid, 0.3)
+    # Polling (no inotify: macOS, Windows, the stripped mode) probes every millisecond
+    # for a while after a request (ACTIVE_HOLD_S), by design: the baseline is that cost
+    # right after a good request; a spin on the held request would cost a core.
+    assert ask(sdir, '{"cmd": "hi", "params": "baseline"}')["params"] == "Hi Baseline"
+    baseline = _ticks_over(shared.proc.pid, 0.3) if not inotify_available() else 0
+    failed = shared.log_text().count("request 'request.json' failed")
     (sdir / "request.json").mkdir()
     reply = json.loads(take_response(sdir))
     assert reply["error"]["code"] == "bad_request"
-    spent = _cpu_ticks_during(shared.proc.pid, 0.3)
-    assert spent <= 2 + 2 * baseline, f"busy loop on an unremovable request ({baseline=})"
-    assert not (sdir / "response.json").exists()
+    spent = _ticks_over(shared.proc.pid, 0.3)
+    assert spent <= 2 * baseline + 2, f"busy loop on an unremovable request: {spent} ticks"
+    assert not (sdir / "response.json").exists(), "answered twice"
+    assert shared.log_text().count("request 'request.json' failed") == failed + 1
     (sdir / "request.json").rmdir()
     assert ask(sdir, '{"cmd": "hi", "params": "again"}')["params"] == "Hi Again"
+
+
+def _ticks_over(pid: int, seconds: float) -> int:
+    """The CPU ticks (user + system) ``pid`` spends in the next ``seconds``."""
+    before = _cpu_ticks(pid)
+    time.sleep(seconds)
+    return _cpu_ticks(pid) - before
 
 
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
-
-
-def _cpu_ticks_during(pid: int, seconds: float) -> int:
-    before = _cpu_ticks(pid)
-    time.sleep(seconds)
-    return _cpu_ticks(pid) - before
 
 
 def test_result_name_taken_by_a_directory(sdir: Path) -> None:
