@@ -4,8 +4,10 @@ Each generation of the format declares its header (and, for TSR4, its directory 
 as a module-level ``construct.Struct`` of fixed-size fields. :class:`Layout` derives from
 that declaration everything else needs: the total size, each field's offset and size
 (:class:`FieldInfo`), the fast :mod:`struct` codec used on the hot path (construct parses
-a 64-byte header in ~30 µs, :mod:`struct` in ~1 µs), and the Markdown field table of the
-normative spec (:meth:`Layout.spec_table`, which the test suite compares with ``spec/``).
+a 64-byte header in ~30 µs, :mod:`struct` in ~1 µs), the NumPy structured dtype that checks
+a whole table of records at once (:meth:`Layout.numpy_dtype`, TSR4's directory), and the
+Markdown field table of the normative spec (:meth:`Layout.spec_table`, which the test suite
+compares with ``spec/``).
 
 Supported field kinds: ``Const`` byte signatures, ``Bytes(n)`` (reserved areas, padding),
 little-endian integers of 1, 2, 4 and 8 bytes (signed and unsigned), and fixed ``Array``\\s
@@ -20,6 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import construct as cs
+import numpy as np
+
+_NUMPY: dict[str, str] = {
+    "int8": "i1", "uint8": "u1", "int16": "<i2", "uint16": "<u2",
+    "int32": "<i4", "uint32": "<u4", "int64": "<i8", "uint64": "<u8",
+}  # fmt: skip
 
 _INTS: dict[str, tuple[str, str]] = {
     # construct's format string -> (the spec's type name, struct code)
@@ -134,6 +142,28 @@ class Layout:
             else:
                 flat.extend(v)
         return self.fast.pack(*flat)
+
+    def numpy_dtype(self, *, signed64: bool = False) -> np.dtype[np.void]:
+        """The record as a NumPy structured dtype (same offsets and size; byte fields as
+        ``uint8`` arrays, integer arrays as sub-arrays), to check many records at once.
+
+        ``signed64`` reads ``uint64`` fields as ``int64``: a value of ``2**63`` or more
+        then reads negative, which a caller that requires them ``>= 0`` refuses, and the
+        arithmetic stays in ``int64`` (NumPy mixes ``uint64`` and ``int64`` in float64).
+        """
+        names, formats, offsets = [], [], []
+        for f in self.fields:
+            if f.kind == "bytes":
+                fmt: Any = ("u1", (f.size,))
+            else:
+                code = "<i8" if signed64 and f.kind == "uint64" else _NUMPY[f.kind]
+                fmt = code if f.count == 1 else (code, (f.count,))
+            names.append(f.name)
+            formats.append(fmt)
+            offsets.append(f.offset)
+        return np.dtype(
+            {"names": names, "formats": formats, "offsets": offsets, "itemsize": self.size}
+        )
 
     def offset_of(self, name: str, index: int = 0) -> int:
         """Byte offset of field ``name`` (of element ``index`` of an array field)."""

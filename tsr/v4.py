@@ -25,7 +25,7 @@ import math
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import construct as cs
@@ -196,6 +196,7 @@ class Entry:
 
 
 _new = object.__new__
+_set = object.__setattr__
 
 
 def decode_header(buffer: bytes | bytearray | memoryview) -> FileHeader:
@@ -703,32 +704,78 @@ _ITEMSIZE = {code: dt.itemsize for code, dt in DTYPES.items()}
 _NAMES = {code: dt.name for code, dt in DTYPES.items()}
 
 
-def _entries_ok(h: FileHeader, entries: Sequence[Entry], size: int) -> bool:
-    """True when every entry is exactly what the C++ writer writes (the common case,
-    checked without building :class:`Problem` objects; :func:`directory_problems` finds
-    nothing for such entries)."""
-    raw = h.file_mode == RAW
-    pos = data_start(len(entries), h.file_mode)
-    for e in entries:
-        item = _ITEMSIZE.get(e.dtype_code)
-        s0, s1, s2, s3 = e.shape
-        n = e.nbytes
-        if not (
-            item
-            and e.reserved_0 == b"\0\0\0"
-            and s0 > 0 and s1 > 0 and s2 > 0 and s3 > 0
-            and e.numel == s0 * s1 * s2 * s3
-            and n == e.numel * item
-            and n <= INDEX_MAX
-            and e.row_stride == s2 * s3 * item
-            and e.data_offset == pos
-            and (n == e.payload_size if raw else n <= 1032 * e.payload_size and n < 1 << 32)
-        ):  # fmt: skip
-            return False
-        pos = e.data_offset + e.payload_size
-        if raw:
-            pos = round_up(pos, RAW_ALIGN)
-    return bool(entries) and entries[-1].end == size
+_ENTRY_DTYPE = ENTRY_LAYOUT.numpy_dtype(signed64=True)
+_ITEM_OF_CODE = np.array([DTYPES[c].itemsize if c in DTYPES else 0 for c in range(256)], np.int64)
+
+
+def writer_exact(h: FileHeader, directory: bytes | bytearray | memoryview, file_size: int) -> bool:
+    """True when every entry of ``directory`` (its ``64·tensor_count`` bytes) is exactly
+    what the C++ writer writes for a file of ``file_size`` bytes: the common case, checked
+    over the whole directory at once (one NumPy structured view derived from
+    :data:`ENTRY`), without building an :class:`Entry` or :class:`Problem`.
+    :func:`directory_problems` finds nothing for such a directory (a test checks this on
+    mutated ones); any other directory takes that slow path. All arithmetic is ``int64``
+    with every step bounded first, so no product or sum can wrap for an entry that passes.
+    """
+    count = h.tensor_count
+    if h.file_mode not in MODES or count == 0 or file_size >= 1 << 62:
+        return False
+    r = np.frombuffer(directory, _ENTRY_DTYPE, count)
+    item = _ITEM_OF_CODE[r["dtype"]]
+    shape = r["shape"].astype(np.int64)
+    off, size, n = r["data_offset"], r["payload_size"], r["nbytes"]
+    if not (
+        item.all() and (shape > 0).all() and not r["reserved_0"].any()
+        and ((off >= 0) & (off <= file_size) & (size >= 0) & (size <= file_size)).all()
+    ):  # fmt: skip
+        return False
+    hw, wc = shape[:, 0] * shape[:, 1], shape[:, 2] * shape[:, 3]  # each < 2**62
+    if not (hw <= INDEX_MAX // wc).all():  # then hw * wc is exact
+        return False
+    numel = hw * wc
+    if not ((r["numel"] == numel) & (numel <= INDEX_MAX // item)).all():
+        return False
+    if not ((n == numel * item) & (r["row_stride"] == wc * item)).all():
+        return False
+    end = off + size  # both <= file_size < 2**62
+    if h.file_mode == RAW:
+        sizes_ok = (size == n).all()
+        end = (end + (RAW_ALIGN - 1)) // RAW_ALIGN * RAW_ALIGN
+    else:
+        sizes_ok = ((n < ZLIB_CPP_MAX)
+                    & (n <= _zlib.MAX_RATIO * np.minimum(size, ZLIB_CPP_MAX))).all()  # fmt: skip
+    return bool(
+        sizes_ok
+        and off[0] == data_start(count, h.file_mode)
+        and (off[1:] == end[:-1]).all()
+        and off[-1] + size[-1] == file_size
+    )
+
+
+def _read_directory(head: bytes, file_size: int, read_at: ReadAt) -> tuple[
+    FileHeader | None, bytes | None, list[Problem]
+]:  # fmt: skip
+    """The header, the directory's bytes (None when the header says nothing more can be
+    read) and the header's problems."""
+    if len(head) < HEADER_SIZE:
+        return None, None, [_p(
+            TruncatedError, "header", 0, file_size, HEADER_SIZE,
+            f"truncated: a TSR4 file has at least {HEADER_SIZE} bytes, this one {file_size}",
+        )]  # fmt: skip
+    h = decode_header(head)
+    problems = header_problems(h, head, file_size)
+    stops = (TruncatedError, BadMagicError, UnsupportedVersionError)
+    if any(p.error in stops or p.field in ("entry_size", "dir_offset") for p in problems):
+        return h, None, problems
+    count = h.tensor_count
+    buf = read_at(HEADER_SIZE, ENTRY_SIZE * count)  # header_problems checked it fits
+    if len(buf) < ENTRY_SIZE * count:
+        problems.append(_p(
+            TruncatedError, "directory", HEADER_SIZE, len(buf), ENTRY_SIZE * count,
+            "the file shrank while its directory was read",
+        ))  # fmt: skip
+        return h, None, problems
+    return h, buf, problems
 
 
 def parse(head: bytes, file_size: int, read_at: ReadAt) -> tuple[
@@ -737,26 +784,11 @@ def parse(head: bytes, file_size: int, read_at: ReadAt) -> tuple[
     """The header, the entries and every problem of a file (no payload read): the header
     from ``head`` (its first 128 bytes), the directory through ``read_at`` once its size is
     known to fit the file."""
-    if len(head) < HEADER_SIZE:
-        return None, [], [_p(
-            TruncatedError, "header", 0, file_size, HEADER_SIZE,
-            f"truncated: a TSR4 file has at least {HEADER_SIZE} bytes, this one {file_size}",
-        )]  # fmt: skip
-    h = decode_header(head)
-    problems = header_problems(h, head, file_size)
-    stops = (TruncatedError, BadMagicError, UnsupportedVersionError)
-    if any(p.error in stops or p.field in ("entry_size", "dir_offset") for p in problems):
+    h, buf, problems = _read_directory(head, file_size, read_at)
+    if h is None or buf is None:
         return h, [], problems
-    count = h.tensor_count
-    buf = read_at(HEADER_SIZE, ENTRY_SIZE * count)
-    if len(buf) < ENTRY_SIZE * count:
-        problems.append(_p(
-            TruncatedError, "directory", HEADER_SIZE, len(buf), ENTRY_SIZE * count,
-            "the file shrank while its directory was read",
-        ))  # fmt: skip
-        return h, [], problems
-    entries = decode_directory(buf, count)
-    if h.file_mode not in MODES or not _entries_ok(h, entries, file_size):
+    entries = decode_directory(buf, h.tensor_count)
+    if not writer_exact(h, buf, file_size):
         problems += directory_problems(h, entries, file_size)
     return h, entries, problems
 
@@ -765,6 +797,35 @@ def tensor_info(e: Entry, compression: Compression) -> TensorInfo:
     """The neutral model's view of one (sound) entry."""
     return TensorInfo(e.index, _NAMES[e.dtype_code], e.shape, e.data_offset, e.payload_size,
                       e.nbytes, compression, e.data_crc32, _ITEMSIZE[e.dtype_code])  # fmt: skip
+
+
+def tensor_infos(directory: bytes | bytearray | memoryview, count: int,
+                 compression: Compression) -> tuple[TensorInfo, ...]:  # fmt: skip
+    """:func:`tensor_info` of every entry of a directory that :func:`writer_exact` passed,
+    straight from its bytes (one :mod:`struct` pass, no :class:`Entry`): what opening a
+    1,000-tensor file costs, so each frozen object gets its whole ``__dict__`` at once (a
+    dataclass ``__init__`` costs twice as much; filling ``t.__dict__`` key by key makes
+    every later attribute read four times slower)."""
+    out: list[TensorInfo] = []
+    append = out.append
+    names, items = _NAMES, _ITEMSIZE
+    view = memoryview(directory)[: ENTRY_SIZE * count]
+    rows = _ENTRY_STRUCT.iter_unpack(view)
+    for i, (code, _, n, h, w, c, _, _, nbytes, offset, size, crc) in enumerate(rows):
+        t = _new(TensorInfo)
+        _set(t, "__dict__", {
+            "index": i, "dtype": names[code], "shape": (n, h, w, c), "offset": offset,
+            "stored_size": size, "nbytes": nbytes, "compression": compression, "crc32": crc,
+            "itemsize": items[code],
+        })  # fmt: skip
+        append(t)
+    return tuple(out)
+
+
+assert [f.name for f in fields(TensorInfo)] == [
+    "index", "dtype", "shape", "offset", "stored_size", "nbytes", "compression", "crc32",
+    "itemsize",
+], "tensor_infos is out of step with TensorInfo"  # fmt: skip
 
 
 class _V4:
@@ -779,9 +840,17 @@ class _V4:
     def parse(
         self, head: bytes, file_size: int, read_at: ReadAt, *, reserved_dtypes: bool = False
     ) -> Directory:
-        h, entries, problems = parse(head, file_size, read_at)
+        h, buf, problems = _read_directory(head, file_size, read_at)
         if h is None:
             return Directory("v4", None, (), tuple(problems))
+        compression = h.compression
+        exact = buf is not None and writer_exact(h, buf, file_size)
+        if buf is not None and exact and not any(p.severity(False) == "error" for p in problems):
+            return Directory("v4", h, tensor_infos(buf, h.tensor_count, compression),
+                             tuple(problems))  # fmt: skip
+        entries = [] if buf is None else decode_directory(buf, h.tensor_count)
+        if not exact:
+            problems += directory_problems(h, entries, file_size)
         if any(p.severity(strict=False) == "error" for p in problems):
             bad = {p.field.split(".")[0] for p in problems if p.severity(False) == "error"}
             header_bad = any(p.offset < HEADER_SIZE and p.severity(False) == "error"
@@ -789,7 +858,6 @@ class _V4:
             sound = [] if header_bad else [e for e in entries if f"tensor[{e.index}]" not in bad]
         else:
             sound = entries
-        compression = h.compression
         return Directory("v4", h, tuple(tensor_info(e, compression) for e in sound),
                          tuple(problems))  # fmt: skip
 
