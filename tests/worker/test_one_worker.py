@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +174,42 @@ def test_a_second_compat_server_is_refused_before_writing_anything(tmp_path: Pat
         assert (after.st_ino, after.st_mtime_ns) == (status.st_ino, status.st_mtime_ns)
         assert tree(d) == before
         assert ask(d, '{"cmd": "hi", "params": "still"}')["params"] == "Hi Still"
+
+
+def test_a_compat_server_overriding_init_session_has_it_called_once_after_the_lock(
+    tmp_path: Path,
+) -> None:
+    """A user's server that overrides ``init_session`` (upstream's ``run`` calls it) has
+    it called by ``run``, once, after the directory's lock is taken, and serves."""
+    from tsr_worker import compat
+
+    d = tmp_path / "python_session" / "tr_session_s"
+    calls: list[tuple[str, bool]] = []
+
+    def lock_taken() -> bool:
+        try:
+            Worker(WorkerConfig(str(d), client_pid=0, preload=False)).claim()
+        except DirectoryBusyError:
+            return True
+        return False
+
+    class Server(compat.TechRenaissanceServer):
+        def init_session(self, session_id: str) -> None:
+            calls.append((session_id, lock_taken()))
+            super().init_session(session_id)
+
+        def main_logic(self, command: str, params: str) -> bool:
+            self.write_response(command, params.upper())
+            return True
+
+    server = Server(workspace=str(tmp_path))
+    thread = threading.Thread(target=server.run, args=("s",), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: (d / "status.txt").exists() and read_status(d) == "running")
+        assert ask(d, '{"cmd": "say", "params": "ok"}')["params"] == "OK"
+        assert calls == [("s", True)]
+    finally:
+        (d / "exit.flag").touch()
+        thread.join(20)
+    assert not thread.is_alive()

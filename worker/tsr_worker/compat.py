@@ -200,8 +200,9 @@ class TechRenaissanceServer:
     def init_session(self, session_id: str) -> None:
         """Resolve and create the session directory and write ``running`` to the status
         (unless it reads ``ready``), as upstream; ``ValueError`` for an unsafe id.
-        (:meth:`run` does not call it: it writes ``running`` only once it holds the
-        directory's lock and watches it.)"""
+        (:meth:`run` calls it only where a subclass overrides it, as upstream's ``run``
+        does, after taking the directory's lock; otherwise the worker writes ``running``
+        itself once it holds the lock and watches the directory.)"""
         self._enter_session(session_id)
         try:
             with open(self.status_file, encoding="utf-8") as f:
@@ -344,7 +345,10 @@ class TechRenaissanceServer:
         config = WorkerConfig(self.session_dir)
         worker = Worker(config, handler=self._serve)
         worker.claim()  # refused (DirectoryBusyError) before anything is written
-        self._announce()  # the worker writes "running" once it watches the directory
+        if type(self).init_session is not TechRenaissanceServer.init_session:
+            self.init_session(session_id)  # a user's hook runs, as under upstream's run
+        else:
+            self._announce()  # the worker writes "running" once it watches the directory
         self._worker = worker
         started = time.monotonic()
         try:
