@@ -26,7 +26,7 @@ import numpy.typing as npt
 import tsr_platform
 
 from . import _io, _zlib
-from ._model import Encoded, Problem, TensorInfo
+from ._model import Encoded, Problem, ReadAt, TensorInfo
 from .errors import ChecksumError, CompressionError, SizeMismatchError, TruncatedError, TSRError
 
 ReadMode = Literal["r", "c", "copy"]
@@ -82,12 +82,8 @@ def read_block(
     """
     dt = info.numpy_dtype if dtype is None else dtype
     if info.compression == "zlib":
-        inflated = _inflate(fd, info)
-        if info.crc32 is not None and inflated.crc32 != info.crc32:
-            raise crc_error(info, inflated.crc32)
-        if inflated.trailing and strict:
-            raise _trailing(info, inflated.trailing).exception()
-        return inflated.data.view(dt).reshape(info.shape)
+        return _inflated(_read_stream(lambda o, n: tsr_platform.pread(fd, n, o), info), info,
+                         strict=strict, dtype=dt)  # fmt: skip
     if info.nbytes == 0:
         out = np.empty(info.shape, dt)
         out.flags.writeable = mode != "r"
@@ -108,15 +104,57 @@ def read_block(
     return flat.view(dt).reshape(info.shape)
 
 
-def _inflate(fd: int, info: TensorInfo) -> _zlib.Inflated:
-    """Read and inflate tensor ``info``'s ZLIB block (its size checked by parse)."""
-    stream = tsr_platform.pread(fd, info.stored_size, info.offset)
+def block_from_buffer(
+    view: memoryview,
+    info: TensorInfo,
+    *,
+    verify: bool = True,
+    strict: bool = True,
+    dtype: np.dtype[Any] | None = None,
+) -> npt.NDArray[Any]:
+    """Tensor ``info`` of a whole file held in ``view`` (flat bytes; parse checked that
+    the block lies inside it): RAW blocks are a view of ``view`` (no copy, writable when it
+    is), ZLIB blocks inflated into an owned array; the CRC-32 checked as by
+    :func:`read_block`."""
+    dt = info.numpy_dtype if dtype is None else dtype
+    if info.compression == "zlib":
+        stream = view[info.offset : info.offset + info.stored_size]
+        return _inflated(stream, info, strict=strict, dtype=dt)
+    if info.nbytes == 0:
+        out = np.empty(info.shape, dt)
+        out.flags.writeable = not view.readonly
+        return out
+    flat = np.frombuffer(view, np.uint8, info.nbytes, info.offset)
+    if verify and info.crc32 is not None:
+        _check_crc(info, flat.data)
+    return flat.view(dt).reshape(info.shape)
+
+
+def _inflated(stream: bytes | memoryview, info: TensorInfo, *, strict: bool,
+              dtype: np.dtype[Any]) -> npt.NDArray[Any]:  # fmt: skip
+    """The array a ZLIB block's ``stream`` holds, its CRC and (strict) its end checked."""
+    inflated = _inflate(stream, info)
+    if info.crc32 is not None and inflated.crc32 != info.crc32:
+        raise crc_error(info, inflated.crc32)
+    if inflated.trailing and strict:
+        raise _trailing(info, inflated.trailing).exception()
+    return inflated.data.view(dtype).reshape(info.shape)
+
+
+def _read_stream(read_at: ReadAt, info: TensorInfo) -> bytes:
+    """Tensor ``info``'s ZLIB block (its size checked against the file by parse)."""
+    stream = read_at(info.offset, info.stored_size)
     if len(stream) != info.stored_size:
         raise TruncatedError(
             f"tensor {info.index}: the file ended while reading its block; was it "
             "truncated while being read?",
             field="payload", offset=info.offset, found=len(stream), expected=info.stored_size,
         )  # fmt: skip
+    return stream
+
+
+def _inflate(stream: bytes | memoryview, info: TensorInfo) -> _zlib.Inflated:
+    """Inflate tensor ``info``'s ZLIB ``stream``, never past ``nbytes``."""
     try:
         return _zlib.inflate(stream, info.nbytes, what=f"tensor {info.index}")
     except CompressionError as exc:  # name the field and where the block is
@@ -130,20 +168,20 @@ def _check_crc(info: TensorInfo, view: memoryview) -> None:
         raise crc_error(info, crc)
 
 
-def check_block(fd: int, info: TensorInfo) -> list[Problem]:
-    """The problems of tensor ``info``'s data (CRC, stream, sizes), found in bounded memory
-    (RAW: read in steps; ZLIB: inflated into a buffer of ``nbytes``, which parse bounded
-    by what the stream can inflate to)."""
+def check_block(read_at: ReadAt, info: TensorInfo) -> list[Problem]:
+    """The problems of tensor ``info``'s data (CRC, stream, sizes), read through
+    ``read_at`` (a file's or a buffer's) in bounded memory (RAW: in steps; ZLIB: inflated
+    into a buffer of ``nbytes``, which parse bounded by what the stream can inflate to)."""
     try:
         if info.compression == "zlib":
-            inflated = _inflate(fd, info)
+            inflated = _inflate(_read_stream(read_at, info), info)
             crc = inflated.crc32
             found = [_trailing(info, inflated.trailing)] if inflated.trailing else []
         else:
             crc, found = 0, []
             for pos in range(0, info.nbytes, _CRC_STEP):
                 n = min(_CRC_STEP, info.nbytes - pos)
-                chunk = tsr_platform.pread(fd, n, info.offset + pos)
+                chunk = read_at(info.offset + pos, n)
                 if len(chunk) != n:
                     raise TruncatedError(
                         "the file ended while reading it", field="payload",
