@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Generic, Self, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -166,13 +166,17 @@ def load_all(
         return f.read_all()
 
 
-class TSRFile:
-    """One open TSR file of any generation (what :func:`tsr.open` returns).
+T = TypeVar("T")
+
+
+class OpenFile(Generic[T]):
+    """One open TSR file of any generation, ``f[i]`` giving a ``T`` (what :func:`tsr.open`
+    and ``tsr.torch.open`` return: :class:`TSRFile`, ``tsr.torch.TorchFile``).
 
     The header and directory are read and checked when it is opened; payloads are read
     only by ``f[i]``, one tensor at a time. ``f.tensors[i]`` (:class:`tsr.TensorInfo`)
     gives each tensor's dtype, shape, offset, sizes, compression and CRC without reading
-    it. Close it (or use ``with``) to release the descriptor; arrays already returned stay
+    it. Close it (or use ``with``) to release the descriptor; tensors already returned stay
     valid.
     """
 
@@ -206,17 +210,21 @@ class TSRFile:
             _finding(p, strict) for p in d.problems if p.severity(strict) == "warning"
         )
 
+    def _wrap(self, info: TensorInfo, array: npt.NDArray[Any]) -> T:
+        """What ``f[i]`` gives for tensor ``info`` read as ``array``."""
+        raise NotImplementedError
+
     def __len__(self) -> int:
         return len(self.tensors)
 
-    def __getitem__(self, index: int) -> npt.NDArray[Any]:
+    def __getitem__(self, index: int) -> T:
         if self._fd < 0:
             raise BadArgumentError(f"{self.name}: the file is closed", field="file")
         info = self.tensors[index]  # IndexError for a bad index, as any sequence
-        return _read(self._fd, info, self._mode, strict=self._strict, verify=self._verify,
-                     bf16_bits=self._bf16_bits)  # fmt: skip
+        return self._wrap(info, _read(self._fd, info, self._mode, strict=self._strict,
+                                      verify=self._verify, bf16_bits=self._bf16_bits))  # fmt: skip
 
-    def read_all(self) -> list[npt.NDArray[Any]]:
+    def read_all(self) -> list[T]:
         """Every tensor, in directory order; several ZLIB tensors (and RAW CRC checks) run
         on a thread pool (zlib and CRC release the GIL), with the same result and the first
         error in directory order."""
@@ -225,7 +233,7 @@ class TSRFile:
         work = sum(t.nbytes for t in self.tensors if t.compression or self._verify)
         return _zlib.map_blocks(self.__getitem__, range(len(self.tensors)), work)
 
-    def __iter__(self) -> Iterator[npt.NDArray[Any]]:
+    def __iter__(self) -> Iterator[T]:
         for i in range(len(self.tensors)):
             yield self[i]
 
@@ -236,14 +244,25 @@ class TSRFile:
             self._close_fd = -1
         self._fd = -1
 
-    def __enter__(self) -> TSRFile:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<tsr.TSRFile {self.name!r} format={self.format} tensors={len(self)}>"
+        kind = type(self)
+        where = kind.__module__.replace("._api", "")
+        return (f"<{where}.{kind.__qualname__} {self.name!r} format={self.format} "
+                f"tensors={len(self)}>")
+
+
+class TSRFile(OpenFile[npt.NDArray[Any]]):
+    """One open TSR file of any generation (what :func:`tsr.open` returns): ``f[i]`` is
+    tensor ``i`` as a NumPy array (see :class:`OpenFile` for the rest)."""
+
+    def _wrap(self, info: TensorInfo, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return array
 
 
 def open(

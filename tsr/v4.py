@@ -34,7 +34,16 @@ import numpy.typing as npt
 
 from . import _zlib
 from ._layout import Layout
-from ._model import Compression, Directory, Encoded, FormatName, Problem, ReadAt, TensorInfo
+from ._model import (
+    Compression,
+    Directory,
+    Encoded,
+    FormatName,
+    Problem,
+    ReadAt,
+    TensorInfo,
+    check_shape,
+)
 from .dtypes import FP16, FP32, INT8, INT32, DType
 from .errors import (
     BadArgumentError,
@@ -57,7 +66,6 @@ RAW_ALIGN = 256
 ZLIB_CPP_MAX = 1 << 32
 """C++ refuses to inflate a tensor of this many bytes or more ("larger than 4GB")."""
 NDIM = 4
-INT32_MAX = 2**31 - 1
 INDEX_MAX = 2**63 - 1  # the largest array NumPy (and torch) can index, in bytes
 
 HEADER = cs.Struct(
@@ -552,25 +560,12 @@ def tensor_dtype(dtype: np.dtype[Any]) -> int:
 def stored_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """The 4-D NHWC shape C++ stores for ``shape``: leading 1s for lower ranks. Rank above
     4 and zero-size dims are refused with the fix (C++ would drop dims or turn 0 into 1)."""
-    if len(shape) > NDIM:
-        raise _refuse(
-            f"shape {shape} has rank {len(shape)}: TSR4 stores at most 4 dims (N, H, W, C); "
-            "reshape first (the C++ writer would silently drop the dims after the fourth)",
-            field="shape", found=len(shape), expected="rank <= 4",
-        )  # fmt: skip
-    for d in shape:
-        if d == 0:
-            raise _refuse(
-                f"shape {shape} has a zero-size dim: TSR4 cannot store an empty tensor (the "
-                "C++ writer would store the dim as 1, changing the data); skip empty arrays",
-                field="shape", found=shape, expected="every dim >= 1",
-            )  # fmt: skip
-        if d > INT32_MAX:
-            raise _refuse(
-                f"shape {shape}: dim {d} is over {INT32_MAX}, the int32 a TSR4 dim holds; "
-                "reshape first",
-                field="shape", found=d, expected=f"<= {INT32_MAX}",
-            )  # fmt: skip
+    check_shape(
+        shape, "TSR4", rank_field="shape", dims_field="shape", names=" (N, H, W, C)",
+        rank_note=" (the C++ writer would silently drop the dims after the fourth)",
+        zero_note="the C++ writer would store the dim as 1, changing the data; skip empty "
+        "arrays",
+    )  # fmt: skip
     full = (1,) * (NDIM - len(shape)) + tuple(shape)
     return full[0], full[1], full[2], full[3]
 

@@ -128,3 +128,16 @@ def test_validate_bytes_format_judges_a_damaged_magic() -> None:
     assert tsr.validate_bytes(data).format == "v1"
     forced = tsr.validate_bytes(data, format="v4")
     assert forced.format == "v4" and forced.findings[0].field == "magic"
+
+
+@pytest.mark.parametrize(("fmt", "field"), [("v3", "dims"), ("v4", "shape")])
+def test_the_shared_shape_check_refuses_what_a_4d_header_cannot_hold(fmt: str, field: str) -> None:
+    huge = np.broadcast_to(np.float32(0), (2, 2**31))  # no memory behind it
+    for shape, words in (((1, 2, 3, 4, 5), "rank 5"), ((3, 0), "zero-size dim 1"),
+                         (huge.shape, "int32")):  # fmt: skip
+        arr = huge if shape == huge.shape else np.zeros(shape, np.float32)
+        with pytest.raises(tsr.BadArgumentError, match=words) as info:
+            tsr.to_bytes(arr, format=fmt)
+        assert info.value.field == (field if words != "rank 5" or fmt == "v4" else "ndim")
+        assert f"TSR{fmt[1]}" in info.value.message
+        assert ("empty" if words.startswith("zero") else "reshape") in info.value.message
