@@ -155,6 +155,10 @@ class Directory:
         return None
 
 
+HeadFor = Callable[[Sequence[int]], bytes]
+"""The head of a file from the CRC-32 of each of its blocks, in order."""
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A whole file as its writer lays it out: ``head``, then for each tensor its zero
@@ -164,6 +168,10 @@ class Encoded:
     blocks: tuple[tuple[int, npt.NDArray[Any] | bytes | memoryview], ...]
     """(zero bytes before the block, the block: its bytes, or an array written as its
     C-order little-endian bytes)."""
+    head_for: HeadFor | None = None
+    """Set when the head holds the blocks' CRC-32s and ``head`` is zeros of its length
+    (RAW TSR3/TSR4): the real head from those CRC-32s, which the writer computes on a
+    thread while it writes the blocks (:func:`tsr._blocks.write_encoded`)."""
 
     @property
     def size(self) -> int:

@@ -385,9 +385,12 @@ def encode(array: npt.NDArray[Any], compression: Compression) -> Encoded:
     from ._blocks import le_bytes
 
     data = le_bytes(array)
-    if compression is None:
-        head = header_for(shape, dt, RAW, len(data), _zlib.crc32(data)) + bytes(HEADER_SIZE)
-        return Encoded(head, ((0, data),))
+    if compression is None:  # the CRC-32 left to the writer (Encoded.head_for)
+
+        def head_for(crcs: Sequence[int]) -> bytes:
+            return header_for(shape, dt, RAW, len(data), crcs[0]) + bytes(HEADER_SIZE)
+
+        return Encoded(bytes(2 * HEADER_SIZE), ((0, data),), head_for)
     z = _zlib.compress(data)
     return Encoded(header_for(shape, dt, ZLIB, len(z.data), z.crc32), ((0, z.data),))
 

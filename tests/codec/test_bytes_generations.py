@@ -5,6 +5,7 @@ and ``to_bytes``/``to_bytes_all`` are the bytes ``save``/``save_all`` write."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,24 @@ def test_the_shared_shape_check_refuses_what_a_4d_header_cannot_hold(fmt: str, f
         assert info.value.field == (field if words != "rank 5" or fmt == "v4" else "ndim")
         assert f"TSR{fmt[1]}" in info.value.message
         assert ("empty" if words.startswith("zero") else "reshape") in info.value.message
+
+
+@pytest.mark.parametrize("overlap_min", [0, None])
+def test_raw_saves_whose_crcs_are_computed_while_writing_are_byte_identical(
+    overlap_min: int | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tsr import _blocks, v3, v4
+
+    if overlap_min is not None:
+        monkeypatch.setattr(_blocks, "OVERLAP_MIN", overlap_min)
+    big = np.arange(5 << 18, dtype=np.float32).reshape(-1, 1024)  # 5 MiB: overlapped
+    arrays: list[npt.NDArray[Any]] = [big, np.arange(7, dtype=np.int8), big[::2, ::3]]
+    tsr.save_all(tmp_path / "m.tsr", arrays)
+    reference = v4.to_bytes(arrays)  # CRCs first, then the head, one buffer
+    assert (tmp_path / "m.tsr").read_bytes() == reference
+    assert tsr.validate(tmp_path / "m.tsr").ok
+    tsr.save(tmp_path / "b.tsr", big[::-1], format="v3")
+    data = (tmp_path / "b.tsr").read_bytes()
+    flipped = np.ascontiguousarray(big[::-1])
+    assert v3.decode(data).crc32 == zlib.crc32(flipped.tobytes())
+    assert data[256:] == flipped.tobytes() and tsr.validate(tmp_path / "b.tsr").ok
