@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -244,7 +244,7 @@ class OpenFile(Generic[T]):
             self._close_fd = -1
         self._fd = -1
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -255,6 +255,9 @@ class OpenFile(Generic[T]):
         where = kind.__module__.replace("._api", "")
         return (f"<{where}.{kind.__qualname__} {self.name!r} format={self.format} "
                 f"tensors={len(self)}>")
+
+
+_Self = TypeVar("_Self", bound=OpenFile[Any])
 
 
 class TSRFile(OpenFile[npt.NDArray[Any]]):
