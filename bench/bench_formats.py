@@ -421,7 +421,7 @@ def main(argv: list[str]) -> int:
     lines: list[str] = [
         f"tsr {tsr.__version__} from {os.path.dirname(tsr.__file__)}; Python "
         f"{sys.version.split()[0]}; NumPy {np.__version__}; zlib {zlib.ZLIB_RUNTIME_VERSION}; "
-        f"{_zlib.threads()} CPUs for this process",
+        f"tsr's CRC-32 from {_zlib.CRC_IMPLEMENTATION}; {_zlib.threads()} CPUs for this process",
         f"command: python bench/bench_formats.py {' '.join(argv)}".rstrip(),
     ]
     verdicts: list[str] = []

@@ -299,9 +299,9 @@ _OTHER_MAGICS = (b"TSR3", b"TSR4")
 
 def check_bytes(data: bytes, *, files: bool = True, torch_too: bool = True) -> None:
     """Every oracle on one input (see the module docstring), judged as TSR v1: an input
-    that starts with a later generation's magic (which ``tsr.load`` and ``tsr.validate``
-    would read as that generation, and ``from_bytes``, v1 only, would not) gets v1's
-    magic instead; those generations have their own harnesses."""
+    that starts with a later generation's magic (which ``tsr.load``, ``tsr.validate`` and
+    ``tsr.from_bytes`` read as that generation, while the v1 oracles here model v1 only)
+    gets v1's magic instead; those generations have their own harnesses."""
     if data[:4] in _OTHER_MAGICS:
         data = b"TSR!" + data[4:]
     n = len(data)

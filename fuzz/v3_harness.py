@@ -10,7 +10,8 @@ escapes and is a crash. The oracles, each raising :class:`OracleError`:
 
 * the error is a specific subclass with a message, a field and an offset;
 * the entry points agree: every load variant fails with the same class and field, or
-  succeeds with the same bytes; ``open``/``load_all``/torch agree with ``load``; strict
+  succeeds with the same bytes; ``open``/``load_all``/torch and, in memory, ``from_bytes``
+  agree with ``load`` (``validate_bytes`` with ``validate``); strict
   success implies lenient success; ``verify=True`` success implies ``verify=False``
   success;
 * ``validate(strict=s).ok`` iff ``load(strict=s)`` succeeds, and its first error is the
@@ -138,6 +139,18 @@ def _check(path: str, data: bytes) -> None:
         if opened[0] == "ok":
             require(opened[1].tobytes() == lenient[1].tobytes(), "open reads other bytes")
         _check_torch(path, lenient[1])
+    for strict in (True, False):  # in memory: the same outcome as on disk
+        mem = _outcome(tsr.from_bytes, data, strict=strict)
+        ref = results[strict, False, True]
+        require(mem[0] == ref[0], f"from_bytes({strict=}) {mem[0]} but load {ref[0]}")
+        if mem[0] == "ok":
+            require(mem[1].shape == ref[1].shape and mem[1].tobytes() == ref[1].tobytes(),
+                    f"from_bytes({strict=}) reads other bytes")  # fmt: skip
+        else:
+            require(mem[1].field == ref[1].field, f"from_bytes({strict=}): other field")
+        on_disk = tsr.validate(path, strict=strict, format="v3")
+        in_memory = tsr.validate_bytes(data, strict=strict, format="v3")
+        require(in_memory.findings == on_disk.findings, "validate_bytes differs from validate")
 
 
 def _open_all(path: str) -> Any:

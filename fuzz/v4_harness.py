@@ -7,8 +7,9 @@ the C++ importer (:func:`tsr._v4cpp.cpp_verdict`). A :class:`tsr.TSRError` subcl
 message and a field) is the only exception these may raise; anything else escapes and is a
 crash. The oracles (a violation raises :class:`OracleError`):
 
-* the readers agree: mmap and copy, ``load_all`` and ``open(...)[i]``; strict success
-  implies lenient success with the same arrays;
+* the readers agree: mmap and copy, ``load_all`` and ``open(...)[i]``, and in memory
+  ``from_bytes_all`` (and ``validate_bytes`` with ``validate``); strict success implies
+  lenient success with the same arrays;
 * validate agrees with the reader: ``validate(strict=s).ok`` iff the reader succeeds, and
   its first error has the class and field of the reader's exception;
 * re-encode: a strictly read file re-encodes (:func:`tsr.v4.to_bytes`) to arrays that read
@@ -77,6 +78,13 @@ def check_bytes(data: bytes) -> None:
         STATS[("strict:" if strict else "lenient:") + (
             "ok" if out.ok else type(out.error).__name__
         )] += 1  # fmt: skip
+        mem = attempt(tsr.from_bytes_all, data, strict=strict)  # in memory: the same
+        require(
+            out.ok == mem.ok and (out.error is None or type(out.error) is type(mem.error)),
+            f"load_all {out.describe()} but from_bytes_all {mem.describe()}",
+        )
+        if out.value is not None and mem.value is not None:
+            require(_same(out.value, mem.value), "from_bytes_all read other arrays")
         if not (out.ok or isinstance(out.error, _DATA_ERRORS)):
             continue  # refused before any tensor was read: the other paths share that code
         copy = attempt(tsr.load_all, path, strict=strict, mmap=False)
@@ -97,6 +105,8 @@ def check_bytes(data: bytes) -> None:
     # judged as the readers judge it: by its magic (a damaged one reads as v1)
     reports = {strict: tsr.validate(path, strict=strict) for strict in (True, False)}
     for strict, report in reports.items():
+        in_memory = tsr.validate_bytes(data, strict=strict)
+        require(in_memory.findings == report.findings, "validate_bytes differs from validate")
         ref = results[strict]
         require(
             report.ok == ref.ok,

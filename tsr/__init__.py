@@ -18,8 +18,21 @@ The core needs NumPy only; ``tsr.torch`` (``save``/``load`` with ``device=``) im
 torch when you import it.
 """
 
-from ._api import TSRFile, load, load_all, open, read_header, save, save_all, validate
-from ._io import from_bytes, to_bytes
+from ._api import (
+    TSRFile,
+    from_bytes,
+    from_bytes_all,
+    load,
+    load_all,
+    open,
+    read_header,
+    save,
+    save_all,
+    to_bytes,
+    to_bytes_all,
+    validate,
+    validate_bytes,
+)
 from ._model import TensorInfo
 from .dtypes import BF16, FP16, FP32, FP64, INT8, INT16, INT32, UINT8, DType
 from .errors import (
@@ -76,6 +89,7 @@ __all__ = [
     "UnsupportedVersionError",
     "compare",
     "from_bytes",
+    "from_bytes_all",
     "load",
     "load_all",
     "open",
@@ -84,5 +98,7 @@ __all__ = [
     "save_all",
     "stats",
     "to_bytes",
+    "to_bytes_all",
     "validate",
+    "validate_bytes",
 ]

@@ -1,5 +1,6 @@
 """The public functions over every generation: ``load``, ``load_all``, ``open``, ``save``,
-``save_all``, ``read_header`` and ``validate``.
+``save_all``, ``read_header`` and ``validate``, and their in-memory forms ``from_bytes``,
+``from_bytes_all``, ``to_bytes``, ``to_bytes_all`` and ``validate_bytes``.
 
 Each opens the file once, reads its first bytes, picks the generation from the magic
 (:mod:`tsr._formats`) and works from the neutral model (:mod:`tsr._model`). TSR v1 files
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,7 @@ from . import _blocks, _formats, _io, _zlib
 from . import validate as _validate
 from ._blocks import ReadMode
 from ._io import PathLike, Source
-from ._model import Compression, Directory, FormatName, TensorInfo
+from ._model import Compression, Directory, FormatName, ReadAt, TensorInfo
 from .errors import BadArgumentError, TSRError
 from .validate import Finding, Report
 
@@ -127,17 +128,21 @@ def load_one(source: Source, mode: ReadMode, *, strict: bool, verify: bool,
                               reserved_dtypes=reserved_dtypes, bf16_bits=bf16_bits)  # fmt: skip
             return h.dtype.name, arr
         d = gen.parse(head[: gen.head_size], size, _read_at(fd), reserved_dtypes=reserved_dtypes)
-        _checked(d, strict)
-        if len(d.tensors) != 1:
-            raise TSRError(
-                f"{_name(source)} holds {len(d.tensors)} tensors: tsr.load reads a "
-                "single-tensor file; use tsr.load_all (every tensor) or tsr.open (one at "
-                "a time, by index)",
-                field="tensor_count", found=len(d.tensors), expected=1,
-            )  # fmt: skip
-        info = d.tensors[0]
+        info = _single(_checked(d, strict), _name(source), "load",
+                       "tsr.open (one at a time, by index)")  # fmt: skip
         return info.dtype, _read(fd, info, mode, strict=strict, verify=verify,
                                  bf16_bits=bf16_bits)  # fmt: skip
+
+
+def _single(d: Directory, name: str, api: str, other: str = "") -> TensorInfo:
+    """The one tensor of ``d``, or the error naming ``tsr.<api>_all`` (and ``other``)."""
+    if len(d.tensors) != 1:
+        raise TSRError(
+            f"{name} holds {len(d.tensors)} tensors: tsr.{api} reads a single-tensor file; "
+            f"use tsr.{api}_all (every tensor)" + (f" or {other}" if other else ""),
+            field="tensor_count", found=len(d.tensors), expected=1,
+        )  # fmt: skip
+    return d.tensors[0]
 
 
 def _read(fd: int, info: TensorInfo, mode: ReadMode, *, strict: bool, verify: bool,
@@ -161,13 +166,17 @@ def load_all(
         return f.read_all()
 
 
-class TSRFile:
-    """One open TSR file of any generation (what :func:`tsr.open` returns).
+T = TypeVar("T")
+
+
+class OpenFile(Generic[T]):
+    """One open TSR file of any generation, ``f[i]`` giving a ``T`` (what :func:`tsr.open`
+    and ``tsr.torch.open`` return: :class:`TSRFile`, ``tsr.torch.TorchFile``).
 
     The header and directory are read and checked when it is opened; payloads are read
     only by ``f[i]``, one tensor at a time. ``f.tensors[i]`` (:class:`tsr.TensorInfo`)
     gives each tensor's dtype, shape, offset, sizes, compression and CRC without reading
-    it. Close it (or use ``with``) to release the descriptor; arrays already returned stay
+    it. Close it (or use ``with``) to release the descriptor; tensors already returned stay
     valid.
     """
 
@@ -201,17 +210,21 @@ class TSRFile:
             _finding(p, strict) for p in d.problems if p.severity(strict) == "warning"
         )
 
+    def _wrap(self, info: TensorInfo, array: npt.NDArray[Any]) -> T:
+        """What ``f[i]`` gives for tensor ``info`` read as ``array``."""
+        raise NotImplementedError
+
     def __len__(self) -> int:
         return len(self.tensors)
 
-    def __getitem__(self, index: int) -> npt.NDArray[Any]:
+    def __getitem__(self, index: int) -> T:
         if self._fd < 0:
             raise BadArgumentError(f"{self.name}: the file is closed", field="file")
         info = self.tensors[index]  # IndexError for a bad index, as any sequence
-        return _read(self._fd, info, self._mode, strict=self._strict, verify=self._verify,
-                     bf16_bits=self._bf16_bits)  # fmt: skip
+        return self._wrap(info, _read(self._fd, info, self._mode, strict=self._strict,
+                                      verify=self._verify, bf16_bits=self._bf16_bits))  # fmt: skip
 
-    def read_all(self) -> list[npt.NDArray[Any]]:
+    def read_all(self) -> list[T]:
         """Every tensor, in directory order; several ZLIB tensors (and RAW CRC checks) run
         on a thread pool (zlib and CRC release the GIL), with the same result and the first
         error in directory order."""
@@ -220,7 +233,7 @@ class TSRFile:
         work = sum(t.nbytes for t in self.tensors if t.compression or self._verify)
         return _zlib.map_blocks(self.__getitem__, range(len(self.tensors)), work)
 
-    def __iter__(self) -> Iterator[npt.NDArray[Any]]:
+    def __iter__(self) -> Iterator[T]:
         for i in range(len(self.tensors)):
             yield self[i]
 
@@ -231,14 +244,28 @@ class TSRFile:
             self._close_fd = -1
         self._fd = -1
 
-    def __enter__(self) -> TSRFile:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<tsr.TSRFile {self.name!r} format={self.format} tensors={len(self)}>"
+        kind = type(self)
+        where = kind.__module__.replace("._api", "")
+        return (f"<{where}.{kind.__qualname__} {self.name!r} format={self.format} "
+                f"tensors={len(self)}>")
+
+
+_Self = TypeVar("_Self", bound=OpenFile[Any])
+
+
+class TSRFile(OpenFile[npt.NDArray[Any]]):
+    """One open TSR file of any generation (what :func:`tsr.open` returns): ``f[i]`` is
+    tensor ``i`` as a NumPy array (see :class:`OpenFile` for the rest)."""
+
+    def _wrap(self, info: TensorInfo, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return array
 
 
 def open(
@@ -298,10 +325,14 @@ def save(
         _io.save(path, array, dtype=dtype, fsync=fsync, reserved_dtypes=reserved_dtypes,
                  follow_symlinks=follow_symlinks)  # fmt: skip
         return
-    _io.refuse_masked(array)
-    arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
-    _blocks.write_encoded(path, gen.encode([arr], compression), fsync=fsync,
+    _blocks.write_encoded(path, gen.encode([_array(array, dtype)], compression), fsync=fsync,
                           follow_symlinks=follow_symlinks)  # fmt: skip
+
+
+def _array(array: npt.ArrayLike, dtype: npt.DTypeLike | None = None) -> npt.NDArray[Any]:
+    """``array`` as NumPy (converted to ``dtype``); masked arrays are refused."""
+    _io.refuse_masked(array)
+    return np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
 
 
 def save_all(
@@ -316,18 +347,9 @@ def save_all(
     """Write several arrays to one file (TSR4; v1 and TSR3 take exactly one), atomically
     (paths, links, modes and errors as for :func:`save`)."""
     gen = _formats.by_name(format)
-    for a in arrays:
-        _io.refuse_masked(a)
-    arrs = [np.asarray(a) for a in arrays]
+    arrs = [_array(a) for a in arrays]
     _blocks.write_encoded(path, gen.encode(arrs, compression), fsync=fsync,
                           follow_symlinks=follow_symlinks)  # fmt: skip
-
-
-def encode(array: npt.ArrayLike, *, format: str = "v1",
-           compression: Compression = None) -> bytes:  # fmt: skip
-    """The bytes of a whole file holding ``array`` (see :func:`save`)."""
-    gen = _formats.by_name(format)
-    return _blocks.to_bytes(gen.encode([np.asarray(array)], compression))
 
 
 def _finding(p: Any, strict: bool) -> Finding:
@@ -349,21 +371,127 @@ def validate(source: Source, *, strict: bool = True, format: str | None = None) 
             gen = forced or _formats.detect(head)
             if gen.name == "v1":
                 return _validate.validate(_fd_source(fd, _name(source)), strict=strict)
-            return _report(gen, fd, size, head, name=_name(source), strict=strict)
+            return _report(gen, _read_at(fd), size, head, name=_name(source), strict=strict)
     except BadArgumentError:  # not a regular file
         return _validate.validate(source, strict=strict)
 
 
-def _report(gen: Any, fd: int, size: int, head: bytes, *, name: str, strict: bool) -> Report:
-    d = gen.parse(head[: gen.head_size], size, _read_at(fd), reserved_dtypes=True)
+def _report(gen: Any, read_at: ReadAt, size: int, head: bytes, *, name: str | None,
+            strict: bool) -> Report:  # fmt: skip
+    """The report on a TSR3/TSR4 file of ``size`` bytes, read through ``read_at``."""
+    d = gen.parse(head[: gen.head_size], size, read_at, reserved_dtypes=True)
     found = list(d.problems)
     for info in d.tensors:
-        found.extend(_blocks.check_block(fd, info))
+        found.extend(_blocks.check_block(read_at, info))
     padding = getattr(gen, "padding_problems", None)  # bytes outside every block (TSR4)
     if padding is not None:
-        found.extend(padding(d, size, _read_at(fd)))
-    verdicts = gen.cpp_verdicts(head, size, _read_at(fd), name=name)
+        found.extend(padding(d, size, read_at))
+    verdicts = gen.cpp_verdicts(head, size, read_at, name=name or "<bytes>")
     findings = tuple(_finding(p, strict) for p in found)
     decoded = d.header if d.tensors else None  # a header whose fields make sense
     return Report(name, size, strict, findings, verdicts[0], decoded, gen.name, d.tensors,
                   tuple(verdicts))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- in memory
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _buffer_read_at(view: memoryview) -> ReadAt:
+    return lambda offset, n: bytes(view[offset : offset + n])
+
+
+def _parse_buffer(view: memoryview, strict: bool, reserved_dtypes: bool) -> Directory | None:
+    """The checked directory of a whole TSR3/TSR4 file in ``view``; None for v1 (or an
+    unknown magic, which v1's reader reports)."""
+    head = bytes(view[: _formats.HEAD_SIZE])
+    gen = _formats.detect(head)
+    if gen.name == "v1":
+        return None
+    d = gen.parse(head[: gen.head_size], len(view), _buffer_read_at(view),
+                  reserved_dtypes=reserved_dtypes)  # fmt: skip
+    return _checked(d, strict)
+
+
+def from_bytes(
+    buffer: Buffer,
+    *,
+    strict: bool = True,
+    verify: bool = True,
+    reserved_dtypes: bool = False,
+) -> npt.NDArray[Any]:
+    """Decode a whole single-tensor file of any generation held in memory (the generation
+    from its magic, as :func:`load`).
+
+    RAW data (v1, RAW TSR3/TSR4) is a view of ``buffer`` (no copy): read-only over
+    ``bytes``, writable over a ``bytearray``. ZLIB data is inflated into an owned array.
+    The CRC-32 (TSR3, TSR4) is checked; ``verify=False`` skips it for RAW data. A TSR4
+    file with several tensors raises :class:`TSRError` naming :func:`from_bytes_all`.
+    Other options and errors as for :func:`load`.
+    """
+    view = _io.byte_view(buffer)
+    d = _parse_buffer(view, strict, reserved_dtypes)
+    if d is None:
+        return _io.from_bytes(view, strict=strict, reserved_dtypes=reserved_dtypes)
+    info = _single(d, "the buffer", "from_bytes")
+    return _blocks.block_from_buffer(view, info, verify=verify, strict=strict)
+
+
+def from_bytes_all(
+    buffer: Buffer,
+    *,
+    strict: bool = True,
+    verify: bool = True,
+    reserved_dtypes: bool = False,
+) -> list[npt.NDArray[Any]]:
+    """Every tensor of a whole file held in memory, in directory order (one element for
+    v1 and TSR3); several ZLIB tensors are inflated in parallel, as by :func:`load_all`.
+    Options as for :func:`from_bytes`."""
+    view = _io.byte_view(buffer)
+    d = _parse_buffer(view, strict, reserved_dtypes)
+    if d is None:
+        return [_io.from_bytes(view, strict=strict, reserved_dtypes=reserved_dtypes)]
+    work = sum(t.nbytes for t in d.tensors if t.compression or verify)
+    return _zlib.map_blocks(
+        lambda t: _blocks.block_from_buffer(view, t, verify=verify, strict=strict),
+        d.tensors, work,
+    )  # fmt: skip
+
+
+def to_bytes(
+    array: npt.ArrayLike,
+    *,
+    format: str = "v1",
+    compression: Compression = None,
+    dtype: npt.DTypeLike | None = None,
+    reserved_dtypes: bool = False,
+) -> bytes:
+    """The bytes of the whole file :func:`save` writes for ``array`` (same options)."""
+    gen = _formats.by_name(format)
+    if gen.name == "v1" and compression is None:
+        return _io.to_bytes(array, dtype=dtype, reserved_dtypes=reserved_dtypes)
+    return _blocks.to_bytes(gen.encode([_array(array, dtype)], compression))
+
+
+encode = to_bytes
+"""The name the harnesses and scripts use for :func:`to_bytes`."""
+
+
+def to_bytes_all(
+    arrays: Sequence[npt.ArrayLike], *, format: str = "v4", compression: Compression = None
+) -> bytes:
+    """The bytes of the whole file :func:`save_all` writes for ``arrays``."""
+    gen = _formats.by_name(format)
+    return _blocks.to_bytes(gen.encode([_array(a) for a in arrays], compression))
+
+
+def validate_bytes(buffer: Buffer, *, strict: bool = True, format: str | None = None) -> Report:
+    """:func:`validate` for a whole file held in memory (any generation, from its magic
+    or ``format``); the report's ``path`` is None."""
+    view = _io.byte_view(buffer)
+    head = bytes(view[: _formats.HEAD_SIZE])
+    gen = _formats.detect(head) if format is None else _formats.by_name(format)
+    if gen.name == "v1":
+        return _validate.validate_bytes(view, strict=strict)
+    return _report(gen, _buffer_read_at(view), len(view), head, name=None, strict=strict)

@@ -155,6 +155,10 @@ class Directory:
         return None
 
 
+HeadFor = Callable[[Sequence[int]], bytes]
+"""The head of a file from the CRC-32 of each of its blocks, in order."""
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A whole file as its writer lays it out: ``head``, then for each tensor its zero
@@ -164,6 +168,10 @@ class Encoded:
     blocks: tuple[tuple[int, npt.NDArray[Any] | bytes | memoryview], ...]
     """(zero bytes before the block, the block: its bytes, or an array written as its
     C-order little-endian bytes)."""
+    head_for: HeadFor | None = None
+    """Set when the head holds the blocks' CRC-32s and ``head`` is zeros of its length
+    (RAW TSR3/TSR4): the real head from those CRC-32s, which the writer computes on a
+    thread while it writes the blocks (:func:`tsr._blocks.write_encoded`)."""
 
     @property
     def size(self) -> int:
@@ -184,6 +192,38 @@ def one_tensor(arrays: Sequence[npt.NDArray[Any]], label: str) -> npt.NDArray[An
             field="arrays", found=len(arrays), expected=1,
         )  # fmt: skip
     return arrays[0]
+
+
+INT32_MAX = 2**31 - 1
+MAX_RANK = 4
+
+
+def check_shape(shape: tuple[int, ...], label: str, *, rank_field: str, dims_field: str,
+                names: str = "", rank_note: str = "", zero_note: str) -> None:  # fmt: skip
+    """Refuse, with the fix, a shape that a 4-D generation (``label``: ``TSR3``, ``TSR4``)
+    cannot store: rank above 4, a zero-size dim, a dim over the int32 the header holds.
+    ``names`` names the dims (``" (N, H, W, C)"``), ``rank_note`` and ``zero_note`` say
+    what the C++ writer would do instead; ``rank_field``/``dims_field`` are the header
+    fields the errors name."""
+    if len(shape) > MAX_RANK:
+        raise BadArgumentError(
+            f"shape {shape} has rank {len(shape)}: {label} stores at most {MAX_RANK} dims"
+            f"{names}; reshape first{rank_note}",
+            field=rank_field, found=len(shape), expected=f"rank <= {MAX_RANK}",
+        )  # fmt: skip
+    for i, d in enumerate(shape):
+        if d == 0:
+            raise BadArgumentError(
+                f"shape {shape} has a zero-size dim {i}: {label} cannot store an empty "
+                f"tensor ({zero_note})",
+                field=dims_field, found=shape, expected="every dim >= 1",
+            )  # fmt: skip
+        if d > INT32_MAX:
+            raise BadArgumentError(
+                f"shape {shape}: dim {i} is {d}, over {INT32_MAX}, the int32 a {label} dim "
+                "holds; reshape first",
+                field=dims_field, found=d, expected=f"<= {INT32_MAX}",
+            )  # fmt: skip
 
 
 BF16_BITS = np.dtype("<u2", metadata={"tsr": "BF16"})

@@ -1,4 +1,4 @@
-"""The torch front end: ``tsr.torch.load``, ``load_all``, ``save`` and ``save_all``.
+"""The torch front end: ``tsr.torch.load``, ``load_all``, ``open``, ``save`` and ``save_all``.
 
 Importing this module imports torch; ``import tsr`` alone never does. The functions are
 those of :mod:`tsr` for every generation (``format=``, ``compression=``), with tensors:
@@ -16,12 +16,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from . import _api, _blocks, _formats, _io, dtypes, header
+from . import _api, _formats, _io, dtypes, header
 from ._io import PathLike, Source
-from ._model import BF16_BITS, Compression
+from ._model import BF16_BITS, Compression, TensorInfo
 from .errors import BadArgumentError, UnsupportedDTypeError
 
-__all__ = ["load", "load_all", "save", "save_all"]
+__all__ = ["TorchFile", "load", "load_all", "open", "save", "save_all"]
 
 _TORCH_TO_TSR: dict[torch.dtype, dtypes.DType] = {
     torch.float32: dtypes.FP32,
@@ -100,9 +100,8 @@ def save_all(
 ) -> None:
     """Write several tensors to one file (see :func:`tsr.save_all`)."""
     arrays = [_host(t)[1] for t in tensors]
-    gen = _formats.by_name(format)
-    _blocks.write_encoded(path, gen.encode(arrays, compression), fsync=fsync,
-                          follow_symlinks=follow_symlinks)  # fmt: skip
+    _api.save_all(path, arrays, format=format, compression=compression, fsync=fsync,
+                  follow_symlinks=follow_symlinks)  # fmt: skip
 
 
 def _tensor(name: str, arr: npt.NDArray[Any], target: torch.device) -> torch.Tensor:
@@ -144,8 +143,37 @@ def load_all(
     reserved_dtypes: bool = False,
 ) -> list[torch.Tensor]:
     """Every tensor of a file, in directory order, on ``device`` (see :func:`load`)."""
-    target = torch.device(device)
-    with _api.TSRFile(source, mmap=mmap, strict=strict, verify=verify,
-                      reserved_dtypes=reserved_dtypes, writable=True,
-                      bf16_bits=True) as f:  # fmt: skip
-        return [_tensor(info.dtype, f[i], target) for i, info in enumerate(f.tensors)]
+    with open(source, device=device, mmap=mmap, strict=strict, verify=verify,
+              reserved_dtypes=reserved_dtypes) as f:  # fmt: skip
+        return f.read_all()
+
+
+class TorchFile(_api.OpenFile[torch.Tensor]):
+    """One open TSR file of any generation (what :func:`open` returns): ``f[i]`` is tensor
+    ``i`` as a torch tensor on the file's ``device``; ``.format``, ``.header``, ``len()``,
+    ``.tensors`` and the rest as for :class:`tsr.TSRFile`."""
+
+    def __init__(self, source: Source, *, device: str | torch.device, mmap: bool,
+                 strict: bool, verify: bool, reserved_dtypes: bool) -> None:  # fmt: skip
+        self.device = torch.device(device)
+        super().__init__(source, mmap=mmap, strict=strict, verify=verify, writable=True,
+                         reserved_dtypes=reserved_dtypes, bf16_bits=True)  # fmt: skip
+
+    def _wrap(self, info: TensorInfo, array: npt.NDArray[Any]) -> torch.Tensor:
+        return _tensor(info.dtype, array, self.device)
+
+
+def open(
+    source: Source,
+    *,
+    device: str | torch.device = "cpu",
+    mmap: bool = True,
+    strict: bool = True,
+    verify: bool = True,
+    reserved_dtypes: bool = False,
+) -> TorchFile:
+    """Open a TSR file of any generation, as :func:`tsr.open` does, ``f[i]`` giving torch
+    tensors on ``device`` (a RAW CPU tensor shares a private copy-on-write map, as with
+    :func:`load`); use it as a context manager. Options as for :func:`load`."""
+    return TorchFile(source, device=device, mmap=mmap, strict=strict, verify=verify,
+                     reserved_dtypes=reserved_dtypes)  # fmt: skip

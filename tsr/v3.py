@@ -32,6 +32,7 @@ from ._model import (
     Problem,
     ReadAt,
     TensorInfo,
+    check_shape,
     is_bf16,
     one_tensor,
 )
@@ -50,7 +51,6 @@ VERSION = 3
 MAX_NDIM = 4
 RAW, ZLIB = 0, 1
 ZLIB_LEVEL = _zlib.LEVEL
-INT32_MAX = 2**31 - 1
 
 HEADER = cs.Struct(
     "magic" / cs.Const(MAGIC) * "file signature, the ASCII bytes `TSR3`",
@@ -334,26 +334,9 @@ GENERATION = _V3()
 
 def dims_of(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """The stored dims of ``shape``: right-aligned, unused leading slots 0 (as C++)."""
-    ndim = len(shape)
-    if ndim > MAX_NDIM:
-        raise BadArgumentError(
-            f"rank {ndim} cannot be stored: TSR3 holds 0 to {MAX_NDIM} dimensions; reshape first",
-            field="ndim", found=ndim, expected="0 to 4",
-        )  # fmt: skip
-    for i, d in enumerate(shape):
-        if d == 0:
-            raise BadArgumentError(
-                f"shape {shape} has a zero-size dimension {i}: TSR3 cannot hold an empty "
-                "tensor (the framework cannot allocate one)",
-                field="dims", found=shape, expected="every dim >= 1",
-            )  # fmt: skip
-        if d > INT32_MAX:
-            raise BadArgumentError(
-                f"dimension {i} of shape {shape} is {d}: TSR3 stores dims as int32 "
-                f"(at most {INT32_MAX})",
-                field="dims", found=d, expected=f"<= {INT32_MAX}",
-            )  # fmt: skip
-    padded = (0,) * (MAX_NDIM - ndim) + tuple(shape)
+    check_shape(shape, "TSR3", rank_field="ndim", dims_field="dims",
+                zero_note="the framework cannot allocate one")  # fmt: skip
+    padded = (0,) * (MAX_NDIM - len(shape)) + tuple(shape)
     return padded  # type: ignore[return-value]
 
 
@@ -402,9 +385,12 @@ def encode(array: npt.NDArray[Any], compression: Compression) -> Encoded:
     from ._blocks import le_bytes
 
     data = le_bytes(array)
-    if compression is None:
-        head = header_for(shape, dt, RAW, len(data), _zlib.crc32(data)) + bytes(HEADER_SIZE)
-        return Encoded(head, ((0, data),))
+    if compression is None:  # the CRC-32 left to the writer (Encoded.head_for)
+
+        def head_for(crcs: Sequence[int]) -> bytes:
+            return header_for(shape, dt, RAW, len(data), crcs[0]) + bytes(HEADER_SIZE)
+
+        return Encoded(bytes(2 * HEADER_SIZE), ((0, data),), head_for)
     z = _zlib.compress(data)
     return Encoded(header_for(shape, dt, ZLIB, len(z.data), z.crc32), ((0, z.data),))
 

@@ -26,6 +26,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any, Literal
 
 import construct as cs
@@ -34,7 +35,17 @@ import numpy.typing as npt
 
 from . import _zlib
 from ._layout import Layout
-from ._model import Compression, Directory, Encoded, FormatName, Problem, ReadAt, TensorInfo
+from ._model import (
+    Compression,
+    Directory,
+    Encoded,
+    FormatName,
+    HeadFor,
+    Problem,
+    ReadAt,
+    TensorInfo,
+    check_shape,
+)
 from .dtypes import FP16, FP32, INT8, INT32, DType
 from .errors import (
     BadArgumentError,
@@ -57,7 +68,6 @@ RAW_ALIGN = 256
 ZLIB_CPP_MAX = 1 << 32
 """C++ refuses to inflate a tensor of this many bytes or more ("larger than 4GB")."""
 NDIM = 4
-INT32_MAX = 2**31 - 1
 INDEX_MAX = 2**63 - 1  # the largest array NumPy (and torch) can index, in bytes
 
 HEADER = cs.Struct(
@@ -552,25 +562,12 @@ def tensor_dtype(dtype: np.dtype[Any]) -> int:
 def stored_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """The 4-D NHWC shape C++ stores for ``shape``: leading 1s for lower ranks. Rank above
     4 and zero-size dims are refused with the fix (C++ would drop dims or turn 0 into 1)."""
-    if len(shape) > NDIM:
-        raise _refuse(
-            f"shape {shape} has rank {len(shape)}: TSR4 stores at most 4 dims (N, H, W, C); "
-            "reshape first (the C++ writer would silently drop the dims after the fourth)",
-            field="shape", found=len(shape), expected="rank <= 4",
-        )  # fmt: skip
-    for d in shape:
-        if d == 0:
-            raise _refuse(
-                f"shape {shape} has a zero-size dim: TSR4 cannot store an empty tensor (the "
-                "C++ writer would store the dim as 1, changing the data); skip empty arrays",
-                field="shape", found=shape, expected="every dim >= 1",
-            )  # fmt: skip
-        if d > INT32_MAX:
-            raise _refuse(
-                f"shape {shape}: dim {d} is over {INT32_MAX}, the int32 a TSR4 dim holds; "
-                "reshape first",
-                field="shape", found=d, expected=f"<= {INT32_MAX}",
-            )  # fmt: skip
+    check_shape(
+        shape, "TSR4", rank_field="shape", dims_field="shape", names=" (N, H, W, C)",
+        rank_note=" (the C++ writer would silently drop the dims after the fourth)",
+        zero_note="the C++ writer would store the dim as 1, changing the data; skip empty "
+        "arrays",
+    )  # fmt: skip
     full = (1,) * (NDIM - len(shape)) + tuple(shape)
     return full[0], full[1], full[2], full[3]
 
@@ -606,10 +603,16 @@ class Plan:
     payloads: tuple[npt.NDArray[np.uint8] | bytes, ...]
     """What each block stores: the raw bytes (RAW) or the zlib stream (ZLIB)."""
     size: int
+    head_for: HeadFor | None = None
+    """Set when :attr:`head` is zeros still lacking the RAW blocks' CRC-32s (``plan(...,
+    defer_crc=True)``): the head from the CRC-32 of every payload, in order."""
 
     def parts(self) -> list[bytes | memoryview]:
         """The whole file as buffers to write in order: head, zero gaps, payloads."""
-        out: list[bytes | memoryview] = [self.head]
+        head = self.head
+        if self.head_for is not None:
+            head = self.head_for([_zlib.crc32(p) for p in self.payloads])
+        out: list[bytes | memoryview] = [head]
         pos = len(self.head)
         for off, p in zip(self.offsets, self.payloads, strict=True):
             if off > pos:
@@ -619,9 +622,11 @@ class Plan:
         return out
 
 
-def plan(blocks: Sequence[Block], compression: str | None, *, workers: int | None = None) -> Plan:
+def plan(blocks: Sequence[Block], compression: str | None, *, workers: int | None = None,
+         defer_crc: bool = False) -> Plan:  # fmt: skip
     """Lay out ``blocks`` exactly as the C++ writer does (ZLIB: compressed in parallel,
-    level 6; the bytes do not depend on ``workers``)."""
+    level 6; the bytes do not depend on ``workers``). ``defer_crc`` leaves the RAW blocks'
+    CRC-32s to the writer (:attr:`Plan.head_for`), which computes them while it writes."""
     if compression not in (None, "zlib"):
         raise _refuse(
             f"compression {compression!r}: TSR4 supports None (RAW) and 'zlib'",
@@ -646,10 +651,10 @@ def plan(blocks: Sequence[Block], compression: str | None, *, workers: int | Non
                 )  # fmt: skip
         packed = _zlib.compress_many([b.data for b in blocks], workers=workers)
         payloads: tuple[npt.NDArray[np.uint8] | bytes, ...] = tuple(c.data for c in packed)
-        crcs = [c.crc32 for c in packed]
+        crcs: list[int] | None = [c.crc32 for c in packed]
     else:
         payloads = tuple(b.data for b in blocks)
-        crcs = [_zlib.crc32(b.data) for b in blocks]
+        crcs = None if defer_crc else [_zlib.crc32(b.data) for b in blocks]
     start = data_start(count, mode)
     offsets: list[int] = []
     pos = start
@@ -659,6 +664,16 @@ def plan(blocks: Sequence[Block], compression: str | None, *, workers: int | Non
         if mode == RAW:
             pos = round_up(pos, RAW_ALIGN)
     size = offsets[-1] + len(payloads[-1])
+    head_for = partial(_head, blocks, mode, tuple(offsets), payloads)
+    if crcs is None:
+        return Plan(bytes(directory_end(count)), tuple(offsets), payloads, size, head_for)
+    return Plan(head_for(crcs), tuple(offsets), payloads, size)
+
+
+def _head(blocks: Sequence[Block], mode: int, offsets: Sequence[int],
+          payloads: Sequence[npt.NDArray[np.uint8] | bytes],
+          crcs: Sequence[int]) -> bytes:  # fmt: skip
+    """The file header and directory of a planned file, given each payload's CRC-32."""
     parts = [b""]
     for b, off, p, crc in zip(blocks, offsets, payloads, crcs, strict=True):
         itemsize = DTYPES[b.code].itemsize
@@ -668,14 +683,15 @@ def plan(blocks: Sequence[Block], compression: str | None, *, workers: int | Non
         ))  # fmt: skip
     header = {
         "magic": MAGIC, "version_major": VERSION[0], "version_minor": VERSION[1],
-        "header_size": HEADER_SIZE, "file_mode": mode, "tensor_count": count,
-        "entry_size": ENTRY_SIZE, "dir_offset": HEADER_SIZE, "data_offset": start,
-        "header_crc32": 0, "reserved_0": 0, "reserved_1": bytes(80),
+        "header_size": HEADER_SIZE, "file_mode": mode, "tensor_count": len(blocks),
+        "entry_size": ENTRY_SIZE, "dir_offset": HEADER_SIZE,
+        "data_offset": data_start(len(blocks), mode), "header_crc32": 0, "reserved_0": 0,
+        "reserved_1": bytes(80),
     }  # fmt: skip
     head0 = HEADER_LAYOUT.pack(header)
     header["header_crc32"] = header_crc(head0)
     parts[0] = HEADER_LAYOUT.pack(header)
-    return Plan(b"".join(parts), tuple(offsets), payloads, size)
+    return b"".join(parts)
 
 
 def encoded(plan_: Plan) -> Encoded:
@@ -685,12 +701,13 @@ def encoded(plan_: Plan) -> Encoded:
     for off, p in zip(plan_.offsets, plan_.payloads, strict=True):
         blocks.append((off - pos, p))
         pos = off + len(p)
-    return Encoded(plan_.head, tuple(blocks))
+    return Encoded(plan_.head, tuple(blocks), plan_.head_for)
 
 
 def encode(arrays: Sequence[npt.ArrayLike], compression: Compression = None) -> Encoded:
-    """A TSR4 file holding ``arrays``, laid out byte for byte as the C++ writer does."""
-    return encoded(plan([prepare(a) for a in arrays], compression))
+    """A TSR4 file holding ``arrays``, laid out byte for byte as the C++ writer does (RAW:
+    the CRC-32s left to the writer, see :attr:`Encoded.head_for`)."""
+    return encoded(plan([prepare(a) for a in arrays], compression, defer_crc=True))
 
 
 def to_bytes(arrays: Sequence[npt.ArrayLike], compression: Compression = None) -> bytes:
