@@ -34,14 +34,13 @@ import enum
 import errno
 import os
 import select
-import socket
 import struct
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import tsr_platform
 
@@ -49,6 +48,9 @@ from . import protocol
 from .fstype import MOUNTINFO, FsType
 from .procwatch import FALLBACK_CHECK_S, ProcessWatch
 from .sessiondir import SessionDir, identity
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = [
     "Choice",
@@ -134,6 +136,8 @@ class StopPipe:
                 os.set_blocking(fd, False)
                 os.set_inheritable(fd, False)
             return
+        import socket  # here only: 5 ms of start-up where the pipe serves
+
         self._socks = socket.socketpair()
         for sock in self._socks:
             sock.setblocking(False)
