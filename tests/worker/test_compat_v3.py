@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tsr_worker import cli, sessiondir
+from tsr_worker import cli
 from tsr_worker.sessiondir import LOCK_NAME, DirectoryBusyError
 from tsr_worker.v3session import RenaissanceServer, V3Loop
 from tsr_worker.waiting import inotify_available
@@ -28,7 +28,7 @@ import tsr.torch
 import tsr_platform
 
 from .test_launcher import SYSTEM_PATH, system_env
-from .worker_helpers import tree, wait_for
+from .worker_helpers import tree, wait_for, without_directory_locks
 
 torch = pytest.importorskip("torch")
 
@@ -347,13 +347,8 @@ def test_in_process_second_server_raises_busy(
 ) -> None:
     """``RenaissanceServer.run`` on a directory another server holds raises
     DirectoryBusyError before writing anything; the lock goes with its holder's leaving."""
-    if how == "lock file":  # as on NFS: the directory itself cannot be locked
-        real = sessiondir._try_lock
-
-        def no_directory_locks(fd: int) -> bool | None:
-            return None if os.path.isdir(f"/proc/self/fd/{fd}") else real(fd)
-
-        monkeypatch.setattr(sessiondir, "_try_lock", no_directory_locks)
+    if how == "lock file":
+        without_directory_locks(monkeypatch)
     d = tmp_path / "python_session_id1"
     d.mkdir()
     first = V3Loop(d, lambda method, params: (True, method, {}), client_pid=0, idle_timeout_s=0)
