@@ -11,19 +11,24 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tsr_worker import cli
+from tsr_worker.sessiondir import LOCK_NAME, DirectoryBusyError
+from tsr_worker.v3session import RenaissanceServer, V3Loop
 from tsr_worker.waiting import inotify_available
+from tsr_worker.worker import ExitReason
 
 import tsr
 import tsr.torch
+import tsr_platform
 
 from .test_launcher import SYSTEM_PATH, system_env
-from .worker_helpers import wait_for
+from .worker_helpers import tree, wait_for, without_directory_locks
 
 torch = pytest.importorskip("torch")
 
@@ -307,6 +312,67 @@ def test_missing_directory_is_an_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 1 and "No such file or directory" in out.stderr
     assert not (tmp_path / "python_session_id1").exists()
+
+
+# ----------------------------------------------------------------------------- one server
+
+
+def test_second_server_on_a_directory_is_refused(session: tuple[Path, list[V3Client]]) -> None:
+    """A second ``tsr-worker <dir>`` on a served V3 directory prints one line, exits
+    EXIT_BUSY and touches nothing; the first serves on, every answer its own."""
+    c = client(session, WORKER)
+    c.send("first", {}, [])
+    assert cpp_parse(c.wait()) == (False, "Unknown method: first")
+    assert c.proc is not None
+    before = tree(c.dir)
+    out = subprocess.run(
+        [*WORKER, str(c.dir), "--idle-timeout", "5"],  # not forever if it is not refused
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == cli.EXIT_BUSY, out.stderr
+    assert out.stderr.splitlines() == [
+        f"tsr-worker: {c.dir} is already served by worker pid {c.proc.pid}; not starting"
+    ]
+    assert tree(c.dir) == before, "the refused server touched the directory"
+    for i in range(5):
+        c.send(f"m{i}", {}, [])
+        assert cpp_parse(c.wait()) == (False, f"Unknown method: m{i}"), i
+    assert c.proc.poll() is None
+    assert c.stop() and not c.dir.exists()
+
+
+@pytest.mark.parametrize("how", ["directory", "lock file"])
+def test_in_process_second_server_raises_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """``RenaissanceServer.run`` on a directory another server holds raises
+    DirectoryBusyError before writing anything; the lock goes with its holder's leaving."""
+    if how == "lock file":
+        without_directory_locks(monkeypatch)
+    d = tmp_path / "python_session_id1"
+    d.mkdir()
+    first = V3Loop(d, lambda method, params: (True, method, {}), client_pid=0, idle_timeout_s=0)
+    thread = threading.Thread(target=first.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: first.dir is not None, what="first server up")
+        by_file = how == "lock file" or not tsr_platform.HAVE_DIR_FD
+        assert (d / LOCK_NAME).exists() == by_file
+        before = tree(d)
+        with pytest.raises(DirectoryBusyError) as info:
+            RenaissanceServer(d, client_pid=0, idle_timeout_s=2).run()  # not forever if not
+        assert info.value.holder == os.getpid()
+        assert tree(d) == before
+        (d / "request.json").write_bytes(request_bytes("still", {}))
+        wait_for((d / "response.json").exists, what="request answered")
+        assert cpp_parse((d / "response.json").read_text()) == (True, "still")
+    finally:
+        first.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    again = V3Loop(d, lambda method, params: (True, method, {}), client_pid=0)
+    again.stop()
+    assert again.run() is ExitReason.STOPPED  # released on leaving: claimed, then stopped
 
 
 # ----------------------------------------------------------------------------- tensors

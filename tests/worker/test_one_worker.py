@@ -11,13 +11,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tsr_worker import Worker, WorkerConfig, sessiondir
+from tsr_worker import Worker, WorkerConfig
 from tsr_worker.cli import EXIT_BUSY
 from tsr_worker.sessiondir import LOCK_NAME, DirectoryBusyError
 
 import tsr_platform
 
-from .worker_helpers import ask, read_status, send, serving, spawn, take_response, tree, wait_for
+from .worker_helpers import (
+    ask,
+    read_status,
+    send,
+    serving,
+    spawn,
+    take_response,
+    tree,
+    wait_for,
+    without_directory_locks,
+)
 
 
 def test_second_worker_is_refused_and_the_first_keeps_serving(tmp_path: Path) -> None:
@@ -61,13 +71,8 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
 def test_in_process_second_worker_raises_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    if how == "lock file":  # as on NFS: the directory itself cannot be locked
-        real = sessiondir._try_lock
-
-        def no_directory_locks(fd: int) -> bool | None:
-            return None if os.path.isdir(f"/proc/self/fd/{fd}") else real(fd)
-
-        monkeypatch.setattr(sessiondir, "_try_lock", no_directory_locks)
+    if how == "lock file":
+        without_directory_locks(monkeypatch)
     d = tmp_path / "s"
     config = WorkerConfig(str(d), client_pid=0, preload=False)
     with serving(config):

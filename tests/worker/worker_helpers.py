@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 PLUGIN = HERE / "plugin_commands.py"
 """Extra commands for the tests, loaded with ``--commands``."""
@@ -150,3 +152,15 @@ def serving(config: Any, **kwargs: Any) -> Iterator[Any]:
     finally:
         worker.stop()
         thread.join(10)
+
+
+def without_directory_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on NFS: a directory itself cannot be locked, so the lock file is used."""
+    from tsr_worker import sessiondir
+
+    real = sessiondir._try_lock
+
+    def no_directory_locks(fd: int) -> bool | None:
+        return None if os.path.isdir(f"/proc/self/fd/{fd}") else real(fd)
+
+    monkeypatch.setattr(sessiondir, "_try_lock", no_directory_locks)

@@ -401,6 +401,9 @@ def _serve_v3(
         torch.set_num_threads(args.threads)
     try:
         server.run()
+    except DirectoryBusyError as exc:
+        print(f"tsr-worker: {exc.strerror}", file=sys.stderr)
+        return EXIT_BUSY
     except OSError as exc:
         print(f"tsr-worker: V3 session {args.session_id}: {exc}", file=sys.stderr)
         return 1

@@ -138,6 +138,7 @@ class V3Loop:
         self._unremovable: tuple[int, ...] | None = None  # served, could not be removed
         self._cleared = False  # the stale answer is gone for the request at hand
         self._malformed_seen: tuple[int, ...] | None = None
+        self._claimed: tuple[ProcessWatch, SessionDir, str] | None = None
 
     def stop(self, reason: ExitReason = ExitReason.STOPPED) -> None:
         """Leave after the current request (thread- and signal-safe)."""
@@ -145,19 +146,39 @@ class V3Loop:
             self._stop_reason = reason
         self._stop.set()
 
-    def run(self) -> ExitReason:
-        """Serve until a reason to leave. The directory must exist (the client makes it)."""
+    def claim(self) -> None:
+        """Open the session directory and take its worker lock (``SessionDir.lock``),
+        writing nothing: :class:`~tsr_worker.sessiondir.DirectoryBusyError` if another
+        server holds it (the loop is then spent). :meth:`run` does this itself; call it
+        first to be refused before doing anything else."""
+        if self._claimed is not None:
+            return
+        d: SessionDir | None = None
         client = ProcessWatch(discover_client(self.client_pid))
         try:
-            self.dir = SessionDir.open(self.path, create=False)
+            d = SessionDir.open(self.path, create=False)
+            lock = d.lock()  # one server per directory: two would both act on each request
         except BaseException:
+            if d is not None:
+                d.close()
             client.close()
             self._stop.close()
             raise
+        self._claimed = (client, d, lock)
+
+    def run(self) -> ExitReason:
+        """Serve until a reason to leave. The directory must exist (the client makes it);
+        :class:`~tsr_worker.sessiondir.DirectoryBusyError` if another server holds it."""
+        self.claim()
+        assert self._claimed is not None
+        client, self.dir, lock = self._claimed
+        self._claimed = None
+        if lock == "none":
+            log.warning("%s cannot be locked here: a second server would not be refused", self.path)
         waiter: Waiter | None = None
         try:
             waiter = self._make_waiter(self.dir, client)
-            log.info("serving V3 session %s (wait: %s)", self.path, waiter.name)
+            log.info("serving V3 session %s (wait: %s, lock: %s)", self.path, waiter.name, lock)
             reason = self._loop(waiter)
             log.info("leaving: %s", reason.value)
             return reason
@@ -328,10 +349,12 @@ class RenaissanceServer:
 
     def run(self) -> ExitReason:
         """Serve the session until SIGTERM, the directory's removal, the client's exit or
-        the idle time-out. SIGTERM, SIGINT and SIGHUP end it at once, even during a
-        computation (the C++ ``stop()`` kills 5 s later anyway, then removes the
-        directory); the handlers are installed in the main thread only."""
+        the idle time-out; :class:`~tsr_worker.sessiondir.DirectoryBusyError`, nothing
+        written, if another server serves the directory. SIGTERM, SIGINT and SIGHUP end
+        it at once, even during a computation (the C++ ``stop()`` kills 5 s later anyway,
+        then removes the directory); the handlers are installed in the main thread only."""
         loop = V3Loop(self.session_dir, self.main_logic, limits=self.limits, **self._options)
+        loop.claim()  # refused (DirectoryBusyError) before anything starts or is written
         self._loop = loop
         # torch in the background: the client gives each call 10 s, the first one included
         threading.Thread(target=_preload_torch, name="tsr-v3-preload", daemon=True).start()
