@@ -228,6 +228,24 @@ def test_request_json_directory_is_answered_once_and_not_spun_on(
     assert ask(sdir, '{"cmd": "hi", "params": "again"}')["params"] == "Hi Again"
 
 
+def _settled_vm_kib(pid: int) -> int:
+    """The address space of ``pid`` once the worker has settled after its last answer
+    (it may still be releasing a thread's stack or a map right after replying: memory
+    that would let a request it should have no room for succeed): the same VmSize three
+    reads 50 ms apart, within 5 s."""
+
+    def vm_kib() -> int:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        return next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+
+    seen = [vm_kib()]
+    deadline = time.monotonic() + 5
+    while (len(seen) < 3 or len(set(seen[-3:])) > 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen.append(vm_kib())
+    return min(seen[-3:])
+
+
 def _ticks_over(pid: int, seconds: float) -> int:
     """The CPU ticks (user + system) ``pid`` spends in the next ``seconds``."""
     before = _cpu_ticks(pid)
@@ -277,7 +295,7 @@ def test_unremovable_request_is_answered_once_in_both_modes(tmp_path: Path, wait
 
 
 def test_a_request_the_worker_has_no_memory_for_is_out_of_memory(tmp_path: Path) -> None:
-    """A 30 MB request the worker has no memory for (its address space capped with
+    """A 120 MB request the worker has no memory for (its address space capped with
     prlimit after start-up: loading the input or computing the result cannot allocate)
     is answered out_of_memory, logged without a trace as a fault of the worker's own;
     with memory back, it serves on."""
@@ -285,16 +303,12 @@ def test_a_request_the_worker_has_no_memory_for_is_out_of_memory(tmp_path: Path)
     if not hasattr(resource, "prlimit"):
         pytest.skip("no prlimit")
     d = tmp_path / "s"
-    w = spawn(d, "--max-input-bytes", str(64 << 20), preload=True)
+    w = spawn(d, "--max-input-bytes", str(256 << 20), preload=True)
     try:
         tsr.torch.save(d / "a.tsr", torch.ones(3))
         assert ask(d, RELU_A)["params"] == "r"  # torch loaded, warm
-        vm_kib = next(
-            int(line.split()[1])
-            for line in Path(f"/proc/{w.proc.pid}/status").read_text().splitlines()
-            if line.startswith("VmSize:")
-        )
-        tsr.torch.save(d / "a.tsr", torch.ones(7_500_000))  # 30 MB
+        tsr.torch.save(d / "a.tsr", torch.ones(30_000_000))  # 120 MB
+        vm_kib = _settled_vm_kib(w.proc.pid)
         soft, hard = resource.prlimit(w.proc.pid, resource.RLIMIT_AS)
         resource.prlimit(w.proc.pid, resource.RLIMIT_AS, (vm_kib * 1024 + (1 << 20), hard))
         try:
