@@ -8,6 +8,7 @@ Python and are also driven directly by the test suite (``tests/robustness``).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,10 @@ def bounded_run(
          *dirs],
         cwd=REPO, env=env, check=False, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+def done_runs(log: str) -> int:
+    """The execution count of libFuzzer's closing ``Done N runs`` line in ``log`` (-1 if
+    none). With ``-runs=N`` it may be ``N + 1``: libFuzzer can count one more input."""
+    found = re.findall(r"^Done (\d+) runs in ", log, re.MULTILINE)
+    return int(found[-1]) if found else -1

@@ -226,7 +226,7 @@ def test_bounded_atheris_run(tmp_path: Path) -> None:
     runs = 2500
     proc = fuzz.bounded_run("reader", runs, [str(tmp_path), str(CORPUS)], timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"Done {runs} runs" in proc.stderr
+    assert fuzz.done_runs(proc.stderr) >= runs, proc.stderr[-3000:]
     assert "#stats" in proc.stderr and "cov:" in proc.stderr
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tsr_worker import DEFAULT
 
 import tsr
+from fuzz import done_runs
 from fuzz import worker_harness as wh
 from fuzz.worker_harness import KINDS, Case, Entry, Harness, WorkerCrash, decode, encode
 
@@ -166,7 +167,7 @@ def test_bounded_atheris_run_on_the_worker(tmp_path: Path) -> None:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"Done {runs} runs" in proc.stderr
+    assert done_runs(proc.stderr) >= runs, proc.stderr[-3000:]
     assert "#stats" in proc.stderr
 
 

@@ -108,5 +108,5 @@ def test_bounded_atheris_run(tmp_path: Path) -> None:
     runs = 1500
     proc = fuzz.bounded_run("v4", runs, [str(tmp_path), str(CORPUS)], timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"Done {runs} runs" in proc.stderr
+    assert fuzz.done_runs(proc.stderr) >= runs, proc.stderr[-3000:]
     assert "#stats" in proc.stderr and "cov:" in proc.stderr
