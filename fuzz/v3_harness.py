@@ -95,8 +95,7 @@ _LOADS = (  # (strict, mmap, verify)
 
 def _check(path: str, data: bytes) -> None:
     results = {
-        key: _outcome(tsr.load, path, strict=key[0], mmap=key[1], verify=key[2])
-        for key in _LOADS
+        key: _outcome(tsr.load, path, strict=key[0], mmap=key[1], verify=key[2]) for key in _LOADS
     }
     for strict in (True, False):
         base = results[strict, False, True]

@@ -122,8 +122,12 @@ def describe(name: str, about: str, data: bytes) -> dict[str, Any]:
     entry["warnings"] = [f.field for f in report.warnings]
     entry["lenient_valid"] = tsr.validate(path, strict=False, format="v3").ok
     entry["cpp"] = {
-        v.path: {"accepts": v.accepts, "check": v.check, "unsafe": bool(v.hazard),
-                 "different_tensor": v.different_tensor}
+        v.path: {
+            "accepts": v.accepts,
+            "check": v.check,
+            "unsafe": bool(v.hazard),
+            "different_tensor": v.different_tensor,
+        }
         for v in report.cpp_paths
     }
     return entry

@@ -8,6 +8,7 @@ scripts/setup-venv.sh "dev,bench,fuzz,show"
 scripts/setup-fuse.sh  # bindfs for the FUSE tests, as root; they skip (saying why) without it
 venv="$root/.venv/bin"
 echo "== ruff"; "$venv/ruff" check .
+"$venv/ruff" format --check --quiet $(git ls-files "*.py")  # Python only: not docs' snippets
 echo "== mypy --strict"; "$venv/mypy"
 # Windows and macOS (issue 10): type-checked as those platforms, and the codec's
 # and worker suites with the Linux-only features deleted from the interpreter

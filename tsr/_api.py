@@ -253,8 +253,9 @@ class OpenFile(Generic[T]):
     def __repr__(self) -> str:
         kind = type(self)
         where = kind.__module__.replace("._api", "")
-        return (f"<{where}.{kind.__qualname__} {self.name!r} format={self.format} "
-                f"tensors={len(self)}>")
+        return (
+            f"<{where}.{kind.__qualname__} {self.name!r} format={self.format} tensors={len(self)}>"
+        )
 
 
 _Self = TypeVar("_Self", bound=OpenFile[Any])

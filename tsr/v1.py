@@ -46,8 +46,9 @@ class _V1:
             return Directory("v1", None, (), (p,))
         h = header.decode_raw(head)
         found = tuple(
-            Problem(p.error, p.field, p.offset, p.found, p.expected, p.message, p.strict_only,
-                    p.warning)
+            Problem(
+                p.error, p.field, p.offset, p.found, p.expected, p.message, p.strict_only, p.warning
+            )
             for p in header.problems(h, file_size, reserved_dtypes=reserved_dtypes)
         )
         if any(p.severity(strict=False) == "error" for p in found):

@@ -84,7 +84,6 @@ MODES = {RAW: None, ZLIB: "zlib"}
 _MODE_OF: dict[Compression, int] = {None: RAW, "zlib": ZLIB}
 
 
-
 @dataclass(frozen=True)
 class Header:
     """A decoded TSR3 header: the raw fields in file order (no rule checked)."""
@@ -189,8 +188,15 @@ def problems(h: Header, file_size: int, gap: bytes | None) -> list[Problem]:
     offset = DATA_OFFSET[h.file_mode]
     if h.data_offset != offset:
         mode = "RAW" if h.file_mode == RAW else "ZLIB"
-        add(_problem(BadFieldError, "data_offset", h.data_offset, offset,
-                     f"data_offset {h.data_offset}: a {mode} file's data starts at {offset}"))
+        add(
+            _problem(
+                BadFieldError,
+                "data_offset",
+                h.data_offset,
+                offset,
+                f"data_offset {h.data_offset}: a {mode} file's data starts at {offset}",
+            )
+        )
     negative = [i for i, d in enumerate(h.dims) if d < 0]
     for i in negative:
         add(_problem(BadFieldError, f"dims[{i}]", h.dims[i], ">= 1",
@@ -211,15 +217,29 @@ def problems(h: Header, file_size: int, gap: bytes | None) -> list[Problem]:
             add(_problem(BadFieldError, f"dims[{j}]", 0, ">= 1",
                          f"dims[{j}] is 0: TSR3 cannot hold an empty tensor"))  # fmt: skip
     if count != h.numel:
-        add(_problem(BadFieldError, "numel", h.numel, count,
-                     f"numel {h.numel} disagrees with the shape {shape} ({count} elements)"))
+        add(
+            _problem(
+                BadFieldError,
+                "numel",
+                h.numel,
+                count,
+                f"numel {h.numel} disagrees with the shape {shape} ({count} elements)",
+            )
+        )
         return out
     if dt is None:
         return out
     nbytes = count * dt.itemsize
     if h.raw_data_size != nbytes:
-        add(_problem(BadFieldError, "raw_data_size", h.raw_data_size, nbytes,
-                     f"raw_data_size {h.raw_data_size}: {count} x {dt.name} is {nbytes} bytes"))
+        add(
+            _problem(
+                BadFieldError,
+                "raw_data_size",
+                h.raw_data_size,
+                nbytes,
+                f"raw_data_size {h.raw_data_size}: {count} x {dt.name} is {nbytes} bytes",
+            )
+        )
         return out
     if h.file_mode == RAW:
         _raw_size_problems(h, file_size, nbytes, add)
@@ -242,9 +262,16 @@ def problems(h: Header, file_size: int, gap: bytes | None) -> list[Problem]:
 def _raw_size_problems(h: Header, file_size: int, nbytes: int, add: Any) -> None:
     end = RAW_DATA_OFFSET + nbytes
     if file_size < end:
-        add(_problem(TruncatedError, "raw_data_size", file_size, end,
-                     f"truncated: {nbytes} data bytes from offset {RAW_DATA_OFFSET} need a file "
-                     f"of {end} bytes, this one has {file_size}; was it fully written?"))
+        add(
+            _problem(
+                TruncatedError,
+                "raw_data_size",
+                file_size,
+                end,
+                f"truncated: {nbytes} data bytes from offset {RAW_DATA_OFFSET} need a file "
+                f"of {end} bytes, this one has {file_size}; was it fully written?",
+            )
+        )
         return
     if h.payload_size != nbytes:
         # harmless only if the C++ truncation check (wrapping uint64) still passes
@@ -393,4 +420,3 @@ def encode(array: npt.NDArray[Any], compression: Compression) -> Encoded:
         return Encoded(bytes(2 * HEADER_SIZE), ((0, data),), head_for)
     z = _zlib.compress(data)
     return Encoded(header_for(shape, dt, ZLIB, len(z.data), z.crc32), ((0, z.data),))
-

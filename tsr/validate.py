@@ -265,9 +265,7 @@ def cpp_verdict(head: bytes, file_size: int) -> CppVerdict:
         )
     for i, d in enumerate(h.dims):
         if d < 0:  # the first one, as C++ names it
-            return CppVerdict(
-                False, "dimension", f"Invalid dimension value at index {i}: {d}"
-            )
+            return CppVerdict(False, "dimension", f"Invalid dimension value at index {i}: {d}")
     expected = (HEADER_SIZE + h.total_elements * dt.itemsize) % _INT64
     if file_size != expected:
         return CppVerdict(

@@ -197,4 +197,3 @@ def test_a_file_truncated_under_a_read_names_its_declared_size(
         tsr.load(path, mmap=False)
     assert info.value.expected == 64 + (1 << 16)
     assert f"up to byte {64 + (1 << 16)}" in str(info.value)
-
