@@ -36,7 +36,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from . import protocol
@@ -316,15 +316,7 @@ def main(argv: Sequence[str] | None = None, *, exit_process: bool = True) -> int
 
     for sig in SIGNALS:  # those the platform has (no SIGHUP on Windows)
         signal.signal(sig, on_signal)
-    try:
-        worker.run()
-    except DirectoryBusyError as exc:
-        print(f"tsr-worker: {exc.strerror}", file=sys.stderr)
-        return EXIT_BUSY
-    except OSError as exc:
-        print(f"tsr-worker: {exc}", file=sys.stderr)
-        return 1
-    return _leave(exit_process)
+    return _serve(worker.run, "", exit_process=exit_process)
 
 
 def _load_all(specs: Sequence[str]) -> bool:
@@ -336,6 +328,20 @@ def _load_all(specs: Sequence[str]) -> bool:
             print(f"tsr-worker: cannot load commands from {spec}: {exc}", file=sys.stderr)
             return False
     return True
+
+
+def _serve(run: Callable[[], object], what: str, *, exit_process: bool) -> int:
+    """Run a serving loop to its end: :data:`EXIT_BUSY` when another worker serves the
+    directory, 1 on a system error (``what`` prefixes its message), else :func:`_leave`."""
+    try:
+        run()
+    except DirectoryBusyError as exc:
+        print(f"tsr-worker: {exc.strerror}", file=sys.stderr)
+        return EXIT_BUSY
+    except OSError as exc:
+        print(f"tsr-worker: {what}{exc}", file=sys.stderr)
+        return 1
+    return _leave(exit_process)
 
 
 def _leave(exit_process: bool) -> int:
@@ -399,12 +405,4 @@ def _serve_v3(
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        server.run()
-    except DirectoryBusyError as exc:
-        print(f"tsr-worker: {exc.strerror}", file=sys.stderr)
-        return EXIT_BUSY
-    except OSError as exc:
-        print(f"tsr-worker: V3 session {args.session_id}: {exc}", file=sys.stderr)
-        return 1
-    return _leave(exit_process)
+    return _serve(server.run, f"V3 session {args.session_id}: ", exit_process=exit_process)
