@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import fstype
 from .config import DEFAULT_IDLE_TIMEOUT_S, Limits, WaitMode
-from .procwatch import ProcessWatch, discover_client
+from .procwatch import ProcessWatch
 from .registry import DEFAULT, Registry
 from .sessiondir import SessionDir, TooLargeError, identity
 from .signals import signals_call
 from .waiting import StopPipe, Waiter, WakeKind
-from .worker import ExitReason, _describe, open_waiter, wake_exit
+from .worker import Claim, ExitReason, _describe, claim_session, open_waiter, wake_exit
 
 if TYPE_CHECKING:
     import torch
@@ -138,7 +138,7 @@ class V3Loop:
         self._unremovable: tuple[int, ...] | None = None  # served, could not be removed
         self._cleared = False  # the stale answer is gone for the request at hand
         self._malformed_seen: tuple[int, ...] | None = None
-        self._claimed: tuple[ProcessWatch, SessionDir, str] | None = None
+        self._claimed: Claim | None = None
 
     def stop(self, reason: ExitReason = ExitReason.STOPPED) -> None:
         """Leave after the current request (thread- and signal-safe)."""
@@ -153,18 +153,11 @@ class V3Loop:
         first to be refused before doing anything else."""
         if self._claimed is not None:
             return
-        d: SessionDir | None = None
-        client = ProcessWatch(discover_client(self.client_pid))
         try:
-            d = SessionDir.open(self.path, create=False)
-            lock = d.lock()  # one server per directory: two would both act on each request
+            self._claimed = claim_session(self.path, create=False, client_pid=self.client_pid)
         except BaseException:
-            if d is not None:
-                d.close()
-            client.close()
             self._stop.close()
             raise
-        self._claimed = (client, d, lock)
 
     def run(self) -> ExitReason:
         """Serve until a reason to leave. The directory must exist (the client makes it);

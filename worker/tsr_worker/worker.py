@@ -91,6 +91,28 @@ def _failure(cmd: str, info: ErrorInfo) -> _Answer:
     return _Answer(cmd, protocol.INVALID, info)
 
 
+Claim = tuple[ProcessWatch, SessionDir, str]
+"""A served directory's client watch, open directory and lock kind (``SessionDir.lock``)."""
+
+
+def claim_session(path: str, *, create: bool, client_pid: int | None) -> Claim:
+    """Watch the client, open the session directory and take its one-server lock, writing
+    nothing: :class:`~tsr_worker.sessiondir.DirectoryBusyError` if another server holds
+    it. Whatever was opened is closed again when a step fails."""
+    # The client first: before anything else can let it think we are up and go away.
+    client = ProcessWatch(discover_client(client_pid))
+    session: SessionDir | None = None
+    try:
+        session = SessionDir.open(path, create=create)
+        # one server per directory: two would both act on each request
+        return client, session, session.lock()
+    except BaseException:
+        if session is not None:
+            session.close()
+        client.close()
+        raise
+
+
 class Worker:
     """Serves one session directory (see the module docstring)."""
 
@@ -124,7 +146,7 @@ class Worker:
         self._settling: tuple[tuple[int, ...], float] | None = None  # (signature, since)
         self._held: _Held | None = None  # a request.json answered that cannot be removed
         self._last_request = time.monotonic()
-        self._claimed: tuple[ProcessWatch, SessionDir, str] | None = None
+        self._claimed: Claim | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -196,22 +218,11 @@ class Worker:
         if self._claimed is None:
             self._claimed = self._claim()
 
-    def _claim(self) -> tuple[ProcessWatch, SessionDir, str]:
-        # The client first: before anything else can let it think we are up and go away.
-        client = ProcessWatch(discover_client(self.config.client_pid))
-        self.client_pids = client.pids
-        try:
-            session = SessionDir.open(self.config.session_dir, create=True)
-        except BaseException:
-            client.close()
-            raise
-        try:  # one worker per directory; a second one leaves without touching anything
-            lock = session.lock()
-        except BaseException:
-            session.close()
-            client.close()
-            raise
-        return client, session, lock
+    def _claim(self) -> Claim:
+        config = self.config
+        claimed = claim_session(config.session_dir, create=True, client_pid=config.client_pid)
+        self.client_pids = claimed[0].pids
+        return claimed
 
     def _make_waiter(self, client: ProcessWatch) -> Waiter:
         self.fs = fstype.detect(self._dir.fd, self._dir.path)
