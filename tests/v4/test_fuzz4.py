@@ -4,7 +4,10 @@ short coverage-guided atheris run in a subprocess."""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +113,31 @@ def test_bounded_atheris_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert fuzz.done_runs(proc.stderr) >= runs, proc.stderr[-3000:]
     assert "#stats" in proc.stderr and "cov:" in proc.stderr
+
+
+_PLAIN_CHECK = """
+import json, sys, types
+from fuzz import __main__ as runner
+runner._load("v4")
+import tsr.v4 as v4
+src = compile(open(v4.__file__, encoding="utf-8").read(), v4.__file__, "exec")
+plain = {c.co_name: c.co_code for c in src.co_consts if isinstance(c, types.CodeType)}
+print(json.dumps({n: getattr(v4, n).__code__.co_code == plain[n] for n in sys.argv[1:]}))
+"""
+
+
+def test_vectorised_checks_run_uninstrumented() -> None:
+    """Under atheris, the functions of ``fuzz.__main__.UNTRACED`` get their plain code back
+    (atheris's comparison hook leaks on every comparison that returns a NumPy array), and
+    the rest of their module stays instrumented."""
+    pytest.importorskip("atheris")
+    from fuzz import __main__ as runner
+
+    untraced = runner.UNTRACED["tsr.v4"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLAIN_CHECK, *untraced, "plan", "directory_problems"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plain = json.loads(proc.stdout.splitlines()[-1])
+    assert plain == {**dict.fromkeys(untraced, True), "plan": False, "directory_problems": False}
