@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fuzz
+import tsr
 from fuzz import v4_harness
 from fuzz.reader_harness import OracleError
-from tsr import _blocks, _v4cpp, v4
+from tsr import _blocks, _schema, _v4cpp, v4
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "fuzz" / "corpus" / "v4"
@@ -37,6 +39,27 @@ def test_the_seeds_are_the_small_vectors() -> None:
 @pytest.mark.parametrize("seed", SEEDS, ids=[p.name for p in SEEDS])
 def test_harness_on_seed(seed: Path) -> None:
     v4_harness.check_bytes(seed.read_bytes())
+
+
+def _v1_with(dtype: int, dims: tuple[int, int, int, int] | None = None, extra: int = 0) -> bytes:
+    """A v1 file of a (1, 2, 3, 4) FP32 array with its dtype code (and dims) overwritten."""
+    data = bytearray(tsr.to_bytes(np.zeros((1, 2, 3, 4), np.float32))) + bytes(extra)
+    struct.pack_into("<I", data, _schema.FIELD_BY_NAME["dtype"].offset, dtype)
+    if dims is not None:
+        struct.pack_into("<4i", data, _schema.FIELD_BY_NAME["dims"].offset, *dims)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_v1_with(6, extra=96), _v1_with(6, (1, -754974720, 3, 4))],
+    ids=["reserved_dtype", "reserved_dtype_negative_dim"],
+)
+def test_harness_on_reserved_v1_dtype(data: bytes) -> None:
+    """An input that reads as v1 with a reserved dtype (FP64): validate reports the dtype as
+    a warning, so it agrees with the reader that reads reserved dtypes. The fuzzer's
+    220,824th input of a run (the second case) broke the harness before it knew that."""
+    v4_harness.check_bytes(data)
 
 
 def test_harness_on_seeded_mutations() -> None:
