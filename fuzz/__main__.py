@@ -98,12 +98,17 @@ vectorised checks made of such comparisons, whose branches are inside NumPy: the
 coverage to gain in them."""
 
 
-def untrace(module: types.ModuleType, names: tuple[str, ...]) -> None:
-    """Give ``module``'s top-level functions ``names`` the code compiled from its source
-    without instrumentation."""
+def plain_code(module: types.ModuleType) -> dict[str, types.CodeType]:
+    """The code of ``module``'s top-level functions, compiled from its source without
+    instrumentation, by name."""
     path = str(module.__file__)
     compiled = compile(Path(path).read_text(encoding="utf-8"), path, "exec")
-    plain = {c.co_name: c for c in compiled.co_consts if isinstance(c, types.CodeType)}
+    return {c.co_name: c for c in compiled.co_consts if isinstance(c, types.CodeType)}
+
+
+def untrace(module: types.ModuleType, names: tuple[str, ...]) -> None:
+    """Give ``module``'s top-level functions ``names`` their :func:`plain_code`."""
+    plain = plain_code(module)
     for name in names:
         getattr(module, name).__code__ = plain[name]
 

@@ -139,13 +139,12 @@ def test_bounded_atheris_run(tmp_path: Path) -> None:
 
 
 _PLAIN_CHECK = """
-import json, sys, types
+import json, sys
 from fuzz import __main__ as runner
 runner._load("v4")
 import tsr.v4 as v4
-src = compile(open(v4.__file__, encoding="utf-8").read(), v4.__file__, "exec")
-plain = {c.co_name: c.co_code for c in src.co_consts if isinstance(c, types.CodeType)}
-print(json.dumps({n: getattr(v4, n).__code__.co_code == plain[n] for n in sys.argv[1:]}))
+plain = runner.plain_code(v4)
+print(json.dumps({n: getattr(v4, n).__code__.co_code == plain[n].co_code for n in sys.argv[1:]}))
 """
 
 
