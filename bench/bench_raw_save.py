@@ -7,8 +7,9 @@ Usage::
     python bench/bench_raw_save.py [--mib 256] [--rounds 30] [--dir DIR]
 
 Every case writes the same ``--mib`` MiB FP32 array to a new file in ``--dir`` (preallocated
-as ``np.save`` and ``tsr`` do), in interleaved rounds (a shuffled order each round, an
-untimed ``os.sync()`` before each sample, the file unlinked after it); the ratio printed is
+as ``np.save`` and ``tsr`` do), in interleaved rounds (a shuffled order each round; before
+each sample an untimed ``os.sync()`` and ``bench_codec.prefault`` of 1.5x the payload; the
+garbage collector off while timing; the file unlinked after it); the ratio printed is
 the median of the per-round ratios to ``np.save``. ``np.save again`` is ``np.save`` once
 more: how far two identical cases drift apart is the resolution of the run.
 
@@ -18,26 +19,33 @@ more: how far two identical cases drift apart is the resolution of the run.
   (the chunk is in cache when written);
 * ``CRC thread beside the write``: ``tsr``'s schedule without the rest of the save;
 * ``CRC thread trailing, per 4 MiB``: the thread CRCs each chunk just after it is written;
+* ``write bound, another core busy``: the bare write while another process spins on a
+  CPU without touching memory: what running anything beside the write costs it on this
+  machine (a CPU's clock or a shared core), apart from the CRC's memory reads;
 * ``tsr.save_all``: the real save (temp file, lock, head written last, rename).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import queue
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from bench_codec import prefault  # this script's directory is first on sys.path
 
 import tsr
 from tsr import _io, _zlib
@@ -94,6 +102,18 @@ def _writer(view: memoryview, crc: str, chunk: int) -> Callable[[str], None]:
     return run
 
 
+@contextmanager
+def another_core_busy() -> Iterator[None]:
+    """A process spinning on a CPU (no memory traffic) while the block runs."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.05)  # started and spinning
+        yield
+    finally:
+        spin.kill()
+        spin.wait()
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--mib", type=int, default=256)
@@ -115,7 +135,9 @@ def main(argv: list[str]) -> int:
         "CRC thread beside the write": _writer(view, "thread", 0),
         "CRC thread trailing, per 4 MiB": _writer(view, "trailing", 4 * MIB),
         "tsr.save_all (atomic)": lambda path: tsr.save_all(path, [big], format="v4"),
+        "write bound, another core busy": _writer(view, "none", 0),
     }
+    around = {"write bound, another core busy": another_core_busy}
     times: dict[str, list[float]] = {name: [] for name in cases}
     order = list(cases)
     shuffle = random.Random(1).shuffle
@@ -124,9 +146,13 @@ def main(argv: list[str]) -> int:
             shuffle(order)
             for name in order:
                 os.sync()
-                t = time.perf_counter()
-                cases[name](out)
-                times[name].append(time.perf_counter() - t)
+                prefault(view.nbytes * 3 // 2)
+                with around.get(name, nullcontext)():
+                    gc.disable()
+                    t = time.perf_counter()
+                    cases[name](out)
+                    times[name].append(time.perf_counter() - t)
+                    gc.enable()
                 os.unlink(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
