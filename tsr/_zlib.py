@@ -15,6 +15,11 @@
   the same function as :func:`zlib.crc32` (the CRC-32 of zlib and gzip; a test checks
   values and continuations against zlib), about 4x faster (SIMD carry-less multiply).
   Without it, :func:`zlib.crc32`. Compression always uses zlib (byte-exact with C++).
+  ``bench/bench_zlib_libs.py`` measures the alternatives: zlib-ng's CRC-32 is as fast as
+  ISA-L's; libdeflate's is faster on one thread, but its binding (``deflate``) holds the
+  GIL, so it cannot run beside a write or on two threads, where ISA-L's is faster. Their
+  inflaters are 1.4-1.9x zlib's but not used: on a damaged stream they need not fail
+  where, and as, zlib (C++'s) does.
 - :func:`compress_many` / :func:`inflate_many` do many independent blocks on a thread pool
   (zlib releases the GIL); their output is the sequential output, byte for byte, and the
   error raised is the first one in block order.
