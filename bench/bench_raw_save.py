@@ -19,9 +19,9 @@ more: how far two identical cases drift apart is the resolution of the run.
   (the chunk is in cache when written);
 * ``CRC thread beside the write``: ``tsr``'s schedule without the rest of the save;
 * ``CRC thread trailing, per 4 MiB``: the thread CRCs each chunk just after it is written;
-* ``write bound, another core busy``: the bare write while another process spins on a
-  CPU without touching memory: what running anything beside the write costs it on this
-  machine (a CPU's clock or a shared core), apart from the CRC's memory reads;
+* ``write bound, another core busy``: the bare write while another process (started once,
+  woken just before) spins on a CPU without touching memory: what the second core's being
+  busy costs the write, apart from the CRC's memory reads;
 * ``tsr.save_all``: the real save (temp file, lock, head written last, rename).
 """
 
@@ -102,16 +102,45 @@ def _writer(view: memoryview, crc: str, chunk: int) -> Callable[[str], None]:
     return run
 
 
-@contextmanager
-def another_core_busy() -> Iterator[None]:
-    """A process spinning on a CPU (no memory traffic) while the block runs."""
-    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.05)  # started and spinning
-        yield
-    finally:
-        spin.kill()
-        spin.wait()
+_SPIN = """
+import os, select
+while os.read(0, 1) == b"g":  # go: spin until the next byte (stop), then say so
+    while not select.select([0], [], [], 0)[0]:
+        for _ in range(10_000):
+            pass
+    os.read(0, 1)
+    os.write(1, b"d")
+"""
+
+
+class Spinner:
+    """A process, started once, that spins on a CPU (no memory traffic) while told to.
+
+    One byte each way, unbuffered: "g" (go), "s" (stop), "d" (done)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, bufsize=0)  # fmt: skip
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.tell, self.hear = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """The block runs while the process spins (woken from a blocking read just before)."""
+        os.write(self.tell, b"g")
+        time.sleep(0.005)  # awake and spinning
+        try:
+            yield
+        finally:
+            os.write(self.tell, b"s")
+            os.read(self.hear, 1)
+
+    def close(self) -> None:
+        os.write(self.tell, b"q")
+        self.proc.wait()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        self.proc.stdout.close()
 
 
 def main(argv: list[str]) -> int:
@@ -137,7 +166,8 @@ def main(argv: list[str]) -> int:
         "tsr.save_all (atomic)": lambda path: tsr.save_all(path, [big], format="v4"),
         "write bound, another core busy": _writer(view, "none", 0),
     }
-    around = {"write bound, another core busy": another_core_busy}
+    spinner = Spinner()
+    around = {"write bound, another core busy": spinner.busy}
     times: dict[str, list[float]] = {name: [] for name in cases}
     order = list(cases)
     shuffle = random.Random(1).shuffle
@@ -155,6 +185,7 @@ def main(argv: list[str]) -> int:
                     gc.enable()
                 os.unlink(out)
     finally:
+        spinner.close()
         shutil.rmtree(work, ignore_errors=True)
     ref = times["np.save [ref]"]
     load = os.getloadavg()[0]
