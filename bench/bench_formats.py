@@ -347,13 +347,18 @@ def bench_raw(args: argparse.Namespace, work: str, verdicts: list[str]) -> list[
     return lines
 
 
-def bench_zlib(args: argparse.Namespace, work: str, verdicts: list[str]) -> list[str]:
-    rng = np.random.default_rng(1)
-    base = rng.standard_normal(args.zlib_mib * MIB // 4, dtype=np.float32)
-    tensors = [
+def zlib_set(count: int, mib: int) -> list[Array]:
+    """The ZLIB case's tensors: ``count`` FP32 tensors of ``mib`` MiB, normal values rounded
+    to eighths (they compress to about a quarter at level 6), each shifted from the last."""
+    base = np.random.default_rng(1).standard_normal(mib * MIB // 4, dtype=np.float32)
+    return [
         (np.round(np.roll(base, i * 7) * 8) / 8).astype(np.float32).reshape(1, 1, -1, 64)
-        for i in range(args.zlib_tensors)
+        for i in range(count)
     ]
+
+
+def bench_zlib(args: argparse.Namespace, work: str, verdicts: list[str]) -> list[str]:
+    tensors = zlib_set(args.zlib_tensors, args.zlib_mib)
     zpath = os.path.join(work, "zlib.tsr")
     out = os.path.join(work, "out")
     with one_worker():

@@ -137,10 +137,7 @@ class Spinner:
 
     def close(self) -> None:
         os.write(self.tell, b"q")
-        self.proc.wait()
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        self.proc.stdout.close()
+        self.proc.communicate()  # closes the pipes, waits for it
 
 
 def main(argv: list[str]) -> int:
